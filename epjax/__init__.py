@@ -1,0 +1,27 @@
+"""epjax: entropy production (the arrow of time) of autoregressive generative models, in JAX.
+
+The generic engine works on any object satisfying the model contract (:class:`AutoregressiveModel`):
+time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact enumeration. Model families
+live in their own namespaces (:mod:`epjax.kalman`, ...).
+"""
+
+from epjax import kalman
+from epjax._contract import AutoregressiveModel
+from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
+from epjax._exact import exact_entropy_production
+from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoregressiveModel",
+    "Estimate",
+    "entropy_production",
+    "estimate_from_samples",
+    "exact_entropy_production",
+    "kalman",
+    "reverse_blocks",
+    "reverse_segments",
+    "reverse_tokens",
+    "sigma",
+]
