@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from epjax._checks import check_positive_int, is_concrete, spectral_radius
+from epjax._linalg import mm
 from epjax.kalman._params import Params, as_params
 
 Array = jax.Array
@@ -121,26 +122,26 @@ def _backward_step(params: Params, F: Array, G: Array, N: Array, Rho: Array):
     ``Rho`` of the propagated future part follow Stein-type recursions; ``Omega`` is the covariance of the part
     of the backward innovation independent of the past.
     """
-    C = params.C
+    A, C = params.A, params.C
     n_y = C.shape[0]
-    D = (F @ N + G @ C) @ G
-    ICD = jnp.eye(n_y, dtype=C.dtype) - C @ D
-    Omega_next = ICD @ ICD.T + C @ Rho @ C.T
-    FDG = F @ D + G
-    Rho_next = F @ Rho @ F.T + FDG @ FDG.T
-    N_next = F @ N @ params.A + G @ C @ params.A
+    D = mm(mm(F, N) + mm(G, C), G)
+    ICD = jnp.eye(n_y, dtype=C.dtype) - mm(C, D)
+    Omega_next = mm(ICD, ICD.T) + mm(mm(C, Rho), C.T)
+    FDG = mm(F, D) + G
+    Rho_next = mm(mm(F, Rho), F.T) + mm(FDG, FDG.T)
+    N_next = mm(mm(F, N), A) + mm(mm(G, C), A)
     return N_next, Rho_next, Omega_next
 
 
 def _Z(params: Params, N: Array) -> Array:
     """``Z_m = (I - N_m)^T C^T C (I - N_m)``: the quadratic form of the past state in ``tr Cov(e^B)``."""
     n = params.A.shape[0]
-    CI = params.C @ (jnp.eye(n, dtype=N.dtype) - N)
-    return CI.T @ CI
+    CI = mm(params.C, jnp.eye(n, dtype=N.dtype) - N)
+    return mm(CI.T, CI)
 
 
-@partial(jax.jit, static_argnames=("num_steps", "unroll"))
-def _recursive_total(params: Params, num_steps: int, unroll: int = 8) -> Array:
+@partial(jax.jit, static_argnames="num_steps")
+def _recursive_total(params: Params, num_steps: int) -> Array:
     params = _whiten(params)
     A, C = params.A, params.C
     n, n_y = A.shape[0], C.shape[0]
@@ -158,11 +159,11 @@ def _recursive_total(params: Params, num_steps: int, unroll: int = 8) -> Array:
     def step(carry, _):
         N, Rho, U, W, trace_omega = carry
         N, Rho_next, Omega = _backward_step(params, F, G, N, Rho)
-        U = A.T @ (U + W) @ A
+        U = mm(mm(A.T, U + W), A)
         W = W + _Z(params, N)
         return (N, Rho_next, U, W, trace_omega + jnp.trace(Omega)), None
 
-    carry, _ = jax.lax.scan(step, (N, Rho, U, W, trace_omega), None, length=num_steps - 1, unroll=unroll)
+    carry, _ = jax.lax.scan(step, (N, Rho, U, W, trace_omega), None, length=num_steps - 1)
     _, _, U, _, trace_omega = carry
     KK = params.K @ params.K.T
     return 0.5 * (jnp.sum(U * KK) + trace_omega - num_steps * n_y)
@@ -179,7 +180,7 @@ def _recursive_per_step(params: Params, num_steps: int) -> EntropyProduction:
 
     # Pi_tau = Cov(xhat_tau), tau = 1..T (stored: per-step output needs the pairing tau = T + 1 - m).
     def pi_step(Pi, _):
-        return A @ (Pi + KK) @ A.T, Pi
+        return mm(mm(A, Pi + KK), A.T), Pi
 
     _, Pi = jax.lax.scan(pi_step, jnp.zeros((n, n), dtype), None, length=num_steps)
 

@@ -11,6 +11,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from epjax._checks import check_positive_int, describe
+from epjax._linalg import mv
 from epjax.kalman._params import Params, as_params
 
 Array = jax.Array
@@ -18,7 +19,7 @@ Array = jax.Array
 
 def _predict(params: Params, xhat: Array, e: Array) -> Array:
     """One-step prediction ``xhat_{t+1|t} = A (xhat_{t|t-1} + K e_t)``."""
-    return params.A @ (xhat + params.K @ e)
+    return mv(params.A, xhat + mv(params.K, e))
 
 
 def _gaussian_log_density(params: Params, e: Array) -> Array:
@@ -41,7 +42,7 @@ def innovations(params: Params, y: Array) -> Array:
         ``[T, n_y]`` innovations (the whitening filter ``H^{-1} y``).
     """
     def step(xhat, y_t):
-        e = y_t - params.C @ xhat
+        e = y_t - mv(params.C, xhat)
         return _predict(params, xhat, e), e
 
     xhat0 = jnp.zeros(params.A.shape[0], dtype=y.dtype)
@@ -120,7 +121,7 @@ def _sample(key: Array, params: Params, num_steps: int) -> tuple[Array, Array]:
     e = z @ chol.T
 
     def step(xhat, e_t):
-        y_t = params.C @ xhat + e_t
+        y_t = mv(params.C, xhat) + e_t
         return _predict(params, xhat, e_t), y_t
 
     _, y = jax.lax.scan(step, jnp.zeros(params.A.shape[0], dtype=params.A.dtype), e)

@@ -1,0 +1,26 @@
+"""Shared test helpers: problem builders and small oracle models."""
+
+import numpy as np
+
+from epjax import kalman
+
+PAPER_SCALAR = dict(A=[[0.9]], C=[[1.0]], Q=[[1.0]], R=[[1.0]])
+PAPER_2D = dict(A=[[0.8, 0.3], [0.0, 0.5]], C=[[1.0, 0.5], [0.0, 1.0]], Q=np.eye(2), R=np.eye(2))
+
+
+def make_state_space(seed: int, n: int, n_y: int, radius: float = 0.9):
+    """A random stable state-space model (A, C, Q, R) with positive definite noise covariances."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, n))
+    A *= radius / np.max(np.abs(np.linalg.eigvals(A)))
+    C = rng.normal(size=(n_y, n))
+    Bq = rng.normal(size=(n, n))
+    Br = rng.normal(size=(n_y, n_y))
+    Q = Bq @ Bq.T + 0.1 * np.eye(n)
+    R = Br @ Br.T + 0.1 * np.eye(n_y)
+    return A, C, Q, R
+
+
+def make_params(seed: int, n: int, n_y: int, radius: float = 0.9) -> kalman.Params:
+    """Innovation-form parameters of :func:`make_state_space` (call inside an x64 context for float64)."""
+    return kalman.from_state_space(*make_state_space(seed, n, n_y, radius))
