@@ -1,0 +1,189 @@
+"""Shared machinery of the discrete (token) model families: one step function, scoring and sampling.
+
+A family describes its deterministic summary of the past through three pure functions
+
+    initial(params)                      -> (carry, logits of x_1)
+    step(params, carry, token, position) -> (carry, logits of the next token)
+    logits(params, x)                    -> [T, V] logits of x_t given x_<t   (default: a scan of ``step``)
+
+and inherits from :class:`DiscreteModel` the model contract (``log_probs``, ``sample``,
+``sample_with_log_probs``, ``vocab_size``), the per-step next-token distributions
+(``next_token_log_probs``, the state extension used by the retrospective decomposition), a temperature
+that divides the logits when sampling *and* scoring (the model class is ``p_tau``, SPEC §7), and boundary
+validation of tokens and parameter trees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax._checks import check_positive_int, describe, is_concrete
+
+Array = jax.Array
+PyTree = Any
+
+
+def check_tokens(x: Any, vocab_size: int, *, name: str = "x") -> Array:
+    """Validate a token sequence: integer dtype, shape ``[T]`` with ``T >= 1``, values in ``[0, vocab_size)``.
+
+    Values are checked when concrete (outside ``jit``); under tracing only shape and dtype can be.
+    """
+    if np.ndim(x) != 1:
+        raise ValueError(f"`{name}` must be a 1-D sequence of token ids [T], got {describe(x)}.")
+    if np.shape(x)[0] < 1:
+        raise ValueError(f"`{name}` must hold at least one token, got shape {np.shape(x)}.")
+    dtype = jnp.asarray(x).dtype if not isinstance(x, jax.core.Tracer) else x.dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"`{name}` must hold integer token ids for a discrete model, got dtype {dtype}.")
+    if is_concrete(x):
+        arr = np.asarray(x)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"`{name}` must hold token ids in [0, {vocab_size}) (vocab_size = {vocab_size}), got values in "
+                f"[{lo}, {hi}]."
+            )
+    return jnp.asarray(x)
+
+
+def check_temperature(temperature: Any) -> float:
+    """Return ``temperature`` as a float, or raise unless it is a finite number > 0."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}.")
+    return value
+
+
+def check_param_tree(params: PyTree, expected: PyTree, *, name: str = "params") -> None:
+    """Raise unless ``params`` has the tree structure, shapes and dtypes kinds of ``expected`` (abstract ok)."""
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    want_leaves, want_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got_paths = [jax.tree_util.keystr(p) for p, _ in got_leaves]
+    want_paths = [jax.tree_util.keystr(p) for p, _ in want_leaves]
+    if got_paths != want_paths:
+        missing = sorted(set(want_paths) - set(got_paths))
+        extra = sorted(set(got_paths) - set(want_paths))
+        raise ValueError(
+            f"`{name}` does not match the model's parameter tree: missing {missing[:5] or 'nothing'}, "
+            f"unexpected {extra[:5] or 'nothing'} ({len(got_paths)} leaves given, {len(want_paths)} expected)."
+        )
+    for (path, got), (_, want) in zip(got_leaves, want_leaves, strict=True):
+        if np.shape(got) != np.shape(want):
+            raise ValueError(
+                f"`{name}{jax.tree_util.keystr(path)}` must have shape {np.shape(want)}, got {np.shape(got)}."
+            )
+
+
+class DiscreteModel:
+    """Base class of the discrete families (a model-contract object; see the module docstring).
+
+    Subclasses set ``vocab_size`` and ``temperature`` and implement ``init``, ``initial`` and ``step``
+    (and ``logits`` when a parallel pass is cheaper than the scan, as for a Transformer). Instances are
+    immutable and hashable by identity, so they can be static arguments of ``jax.jit``.
+    """
+
+    vocab_size: int
+    temperature: float = 1.0
+    max_length: int | None = None  # longest sequence the model can score (a Transformer's context)
+
+    # --- to implement -------------------------------------------------------------------------------------
+    def init(self, key: Array) -> PyTree:
+        """Fresh parameters."""
+        raise NotImplementedError
+
+    def initial(self, params: PyTree) -> tuple[PyTree, Array]:
+        """The carry before the first token and the logits ``[V]`` of the first token (after BOS)."""
+        raise NotImplementedError
+
+    def step(self, params: PyTree, carry: PyTree, token: Array, position: Array) -> tuple[PyTree, Array]:
+        """Consume ``token`` at ``position`` (0-based) and return the new carry and next-token logits ``[V]``."""
+        raise NotImplementedError
+
+    def logits(self, params: PyTree, x: Array) -> Array:
+        """``[T, V]`` logits: row ``t`` gives the (untempered) law of ``x_t`` given ``x_<t``.
+
+        Default: one ``lax.scan`` of :meth:`step`; the same code scores a sequence and its reversal.
+        """
+        carry, first = self.initial(params)
+
+        def body(carry, inputs):
+            token, position = inputs
+            return self.step(params, carry, token, position)
+
+        positions = jnp.arange(x.shape[0] - 1)
+        _, rest = jax.lax.scan(body, carry, (x[:-1], positions))
+        return jnp.concatenate([first[None], rest], axis=0)
+
+    # --- the contract -------------------------------------------------------------------------------------
+    def with_temperature(self, temperature: float) -> DiscreteModel:
+        """A copy whose logits are divided by ``temperature`` when sampling and when scoring."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.temperature = check_temperature(temperature)
+        return clone
+
+    def _checked(self, params: PyTree, x: Any) -> Array:
+        x = check_tokens(x, self.vocab_size)
+        if self.max_length is not None and x.shape[0] > self.max_length:
+            raise ValueError(
+                f"`x` has {x.shape[0]} tokens, more than the model's context of {self.max_length} tokens."
+            )
+        self.check_params(params)
+        return x
+
+    def check_params(self, params: PyTree) -> None:
+        """Raise unless ``params`` has this model's parameter tree (names and shapes)."""
+        if "_abstract_params" not in self.__dict__:
+            self.__dict__["_abstract_params"] = jax.eval_shape(self.init, jax.random.key(0))
+        check_param_tree(params, self.__dict__["_abstract_params"])
+
+    def next_token_log_probs(self, params: PyTree, x: Array) -> Array:
+        """``[T, V]`` log-probabilities of every next token: row ``t`` is ``log p_tau(. | x_<t)``.
+
+        The state extension of the contract used by the exact retrospective decomposition.
+        """
+        x = self._checked(params, x)
+        return jax.nn.log_softmax(self.logits(params, x) / self.temperature, axis=-1)
+
+    def log_probs(self, params: PyTree, x: Array) -> Array:
+        """Per-step ``log p_tau(x_t | x_<t)``, shape ``[T]`` (the first step under the initial law)."""
+        table = self.next_token_log_probs(params, x)
+        return jnp.take_along_axis(table, x[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+    def sample_with_log_probs(self, key: Array, params: PyTree, num_steps: int) -> tuple[Array, Array]:
+        """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``."""
+        num_steps = check_positive_int("num_steps", num_steps)
+        if self.max_length is not None and num_steps > self.max_length:
+            raise ValueError(
+                f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."
+            )
+        carry, first = self.initial(params)
+        keys = jax.random.split(key, num_steps)
+
+        def body(state, inputs):
+            carry, logits = state
+            key_t, position = inputs
+            log_p = jax.nn.log_softmax(logits / self.temperature)
+            token = jax.random.categorical(key_t, log_p).astype(jnp.int32)
+            carry, logits = self.step(params, carry, token, position)
+            return (carry, logits), (token, log_p[token])
+
+        _, (tokens, log_p) = jax.lax.scan(body, (carry, first), (keys, jnp.arange(num_steps)))
+        return tokens, log_p
+
+    def sample(self, key: Array, params: PyTree, num_steps: int) -> Array:
+        """Ancestral sample of ``num_steps`` tokens, int32 ``[T]``."""
+        return self.sample_with_log_probs(key, params, num_steps)[0]
+
+
+def frozen_config(cls):
+    """Decorator: a frozen, hashable dataclass usable as a static jit argument and saved as JSON."""
+    return dataclasses.dataclass(frozen=True)(cls)

@@ -1,0 +1,150 @@
+"""First-order Markov chains: the discrete process with a known answer (issue: neural families, item 5).
+
+A chain with transition matrix ``P`` and initial law ``p_1`` is an autoregressive model whose deterministic
+summary is the last token. Its exact entropy production follows from its marginals, without sampling:
+
+    S(T) = E[ln p_1(x_1)] - E[ln p_1(x_T)] + sum_{t=1}^{T-1} sum_ij mu_t(i) P_ij ln(P_ij / P_ji),
+
+with ``mu_t = p_1 P^{t-1}``; started from the stationary law ``pi`` the boundary terms cancel and
+``S(T) = (T - 1) sum_ij pi_i P_ij ln(P_ij / P_ji)``, zero exactly when ``P`` satisfies detailed balance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax._checks import check_finite, check_positive_int, describe, is_concrete
+from epjax._discrete import DiscreteModel
+
+Array = jax.Array
+
+
+class Params(NamedTuple):
+    """Log-probabilities of a first-order chain.
+
+    Attributes:
+        log_initial: ``[V]`` log of the initial law ``p_1``.
+        log_transition: ``[V, V]`` log of the transition matrix, row ``i`` the law of the next token after ``i``.
+    """
+
+    log_initial: Array
+    log_transition: Array
+
+
+def from_probabilities(initial: Any, transition: Any) -> Params:
+    """Chain parameters from probabilities, validated (non-negative, rows summing to 1).
+
+    Args:
+        initial: ``[V]`` initial law.
+        transition: ``[V, V]`` row-stochastic transition matrix.
+
+    Returns:
+        :class:`Params` holding the logs.
+    """
+    initial = jnp.asarray(initial)
+    transition = jnp.asarray(transition)
+    if not jnp.issubdtype(initial.dtype, jnp.floating):
+        initial = initial.astype(float)
+    transition = transition.astype(initial.dtype)
+    if initial.ndim != 1:
+        raise ValueError(f"`initial` must be a probability vector [V], got {describe(initial)}.")
+    V = initial.shape[0]
+    if transition.shape != (V, V):
+        raise ValueError(f"`transition` must have shape ({V}, {V}) to match `initial`, got {transition.shape}.")
+    check_finite("initial", initial)
+    check_finite("transition", transition)
+    if is_concrete(initial, transition):
+        tol = 1e-6 if initial.dtype == jnp.float32 else 1e-12
+        if np.min(initial) < 0 or abs(float(np.sum(initial)) - 1) > tol:
+            raise ValueError(f"`initial` must be non-negative and sum to 1, got sum {float(np.sum(initial))!r}.")
+        rows = np.sum(np.asarray(transition), axis=1)
+        if np.min(transition) < 0 or np.max(np.abs(rows - 1)) > tol:
+            raise ValueError(
+                f"`transition` must be non-negative with rows summing to 1, got row sums {rows.tolist()}."
+            )
+    return Params(jnp.log(initial), jnp.log(transition))
+
+
+def stationary_distribution(transition: Any) -> Array:
+    """Stationary law ``pi = pi P`` of an irreducible chain (left eigenvector for eigenvalue 1).
+
+    Computed by solving ``pi (P - I) = 0`` with ``sum pi = 1`` as a least-squares system.
+    """
+    P = jnp.asarray(transition)
+    V = P.shape[0]
+    lhs = jnp.concatenate([(P - jnp.eye(V, dtype=P.dtype)).T, jnp.ones((1, V), P.dtype)], axis=0)
+    rhs = jnp.concatenate([jnp.zeros(V, P.dtype), jnp.ones(1, P.dtype)])
+    return jnp.linalg.lstsq(lhs, rhs)[0]
+
+
+def entropy_production(params: Params, num_steps: int) -> Array:
+    """Exact EP of the chain over ``num_steps`` tokens from its marginals (module docstring formula).
+
+    Uses the chain's own initial law in both directions. Infinite when some ``P_ij > 0`` has ``P_ji = 0``
+    on a reachable pair.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    p1 = jnp.exp(params.log_initial)
+    P = jnp.exp(params.log_transition)
+    # p ln(p/q) with 0 ln(0/q) = 0.
+    flux = jnp.where(P > 0, P * (params.log_transition - params.log_transition.T), 0.0)
+    per_state = jnp.sum(flux, axis=1)  # sum_j P_ij ln(P_ij / P_ji)
+
+    def step(mu, _):
+        return mu @ P, mu @ per_state
+
+    mu_T, bulk = jax.lax.scan(step, p1, None, length=num_steps - 1)
+    boundary = jnp.sum(jnp.where(p1 > 0, p1 * params.log_initial, 0.0)) - jnp.sum(
+        jnp.where(mu_T > 0, mu_T * params.log_initial, 0.0)
+    )
+    return boundary + jnp.sum(bulk)
+
+
+def stationary_entropy_production_rate(transition: Any) -> Array:
+    """``sum_ij pi_i P_ij ln(P_ij / P_ji)``: the EP per step of the chain started from ``pi``."""
+    P = jnp.asarray(transition)
+    pi = stationary_distribution(P)
+    logP = jnp.log(P)
+    return jnp.sum(jnp.where(P > 0, pi[:, None] * P * (logP - logP.T), 0.0))
+
+
+def random_transition(key: Array, vocab_size: int, *, concentration: float = 1.0) -> Array:
+    """A random row-stochastic matrix with strictly positive entries (Dirichlet rows), generically
+    breaking detailed balance."""
+    vocab_size = check_positive_int("vocab_size", vocab_size)
+    alpha = jnp.full((vocab_size,), concentration)
+    return jax.random.dirichlet(key, alpha, (vocab_size,))
+
+
+class MarkovChain(DiscreteModel):
+    """A first-order Markov chain as a contract model: its state is the last token.
+
+    Args:
+        vocab_size: alphabet size ``V``.
+        temperature: divides the log-probabilities before renormalising (1 leaves the chain unchanged).
+    """
+
+    def __init__(self, vocab_size: int, *, temperature: float = 1.0):
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        self.temperature = float(temperature)
+
+    def init(self, key: Array) -> Params:
+        """A random chain started from the uniform law."""
+        V = self.vocab_size
+        return from_probabilities(jnp.full((V,), 1.0 / V), random_transition(key, V))
+
+    def initial(self, params: Params):
+        return jnp.zeros((), jnp.int32), params.log_initial
+
+    def step(self, params: Params, carry, token, position):
+        return token, params.log_transition[token]
+
+    def logits(self, params: Params, x: Array) -> Array:
+        return jnp.concatenate([params.log_initial[None], params.log_transition[x[:-1]]], axis=0)
+
+    def __repr__(self) -> str:
+        return f"MarkovChain(vocab_size={self.vocab_size}, temperature={self.temperature})"
