@@ -11,6 +11,7 @@ with ``mu_t = p_1 P^{t-1}``; started from the stationary law ``pi`` the boundary
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -18,13 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax._checks import check_finite, check_positive_int, describe, is_concrete
-from epjax._discrete import DiscreteModel
+from epjax._discrete import DiscreteModel, check_temperature
 
 Array = jax.Array
 
 
 class Params(NamedTuple):
-    """Log-probabilities of a first-order chain.
+    """Log-probabilities of a first-order chain (any logits: rows are normalised by a softmax, as in training).
 
     Attributes:
         log_initial: ``[V]`` log of the initial law ``p_1``.
@@ -33,6 +34,11 @@ class Params(NamedTuple):
 
     log_initial: Array
     log_transition: Array
+
+
+def normalized(params: Params) -> tuple[Array, Array]:
+    """``(log p_1, log P)`` normalised by log-softmax (trained parameters are unnormalised logits)."""
+    return jax.nn.log_softmax(params.log_initial), jax.nn.log_softmax(params.log_transition, axis=-1)
 
 
 def from_probabilities(initial: Any, transition: Any) -> Params:
@@ -88,19 +94,17 @@ def entropy_production(params: Params, num_steps: int) -> Array:
     on a reachable pair.
     """
     num_steps = check_positive_int("num_steps", num_steps)
-    p1 = jnp.exp(params.log_initial)
-    P = jnp.exp(params.log_transition)
+    log_p1, log_P = normalized(params)
+    p1, P = jnp.exp(log_p1), jnp.exp(log_P)
     # p ln(p/q) with 0 ln(0/q) = 0.
-    flux = jnp.where(P > 0, P * (params.log_transition - params.log_transition.T), 0.0)
+    flux = jnp.where(P > 0, P * (log_P - log_P.T), 0.0)
     per_state = jnp.sum(flux, axis=1)  # sum_j P_ij ln(P_ij / P_ji)
 
     def step(mu, _):
         return mu @ P, mu @ per_state
 
     mu_T, bulk = jax.lax.scan(step, p1, None, length=num_steps - 1)
-    boundary = jnp.sum(jnp.where(p1 > 0, p1 * params.log_initial, 0.0)) - jnp.sum(
-        jnp.where(mu_T > 0, mu_T * params.log_initial, 0.0)
-    )
+    boundary = jnp.sum(jnp.where(p1 > 0, p1 * log_p1, 0.0)) - jnp.sum(jnp.where(mu_T > 0, mu_T * log_p1, 0.0))
     return boundary + jnp.sum(bulk)
 
 
@@ -120,6 +124,16 @@ def random_transition(key: Array, vocab_size: int, *, concentration: float = 1.0
     return jax.random.dirichlet(key, alpha, (vocab_size,))
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A chain's static description: its alphabet size."""
+
+    vocab_size: int
+
+    def __post_init__(self):
+        check_positive_int("vocab_size", self.vocab_size)
+
+
 class MarkovChain(DiscreteModel):
     """A first-order Markov chain as a contract model: its state is the last token.
 
@@ -128,9 +142,16 @@ class MarkovChain(DiscreteModel):
         temperature: divides the log-probabilities before renormalising (1 leaves the chain unchanged).
     """
 
+    family = "markov"
+
     def __init__(self, vocab_size: int, *, temperature: float = 1.0):
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
+
+    @property
+    def config(self) -> Config:
+        """The chain's :class:`Config` (used when saving)."""
+        return Config(self.vocab_size)
 
     def init(self, key: Array) -> Params:
         """A random chain started from the uniform law."""
@@ -148,3 +169,8 @@ class MarkovChain(DiscreteModel):
 
     def __repr__(self) -> str:
         return f"MarkovChain(vocab_size={self.vocab_size}, temperature={self.temperature})"
+
+
+def Model(config: Config, *, temperature: float = 1.0) -> MarkovChain:  # noqa: N802 - family constructor name
+    """The family constructor used by :func:`epjax.train.load`: a :class:`MarkovChain` from its config."""
+    return MarkovChain(config.vocab_size, temperature=temperature)

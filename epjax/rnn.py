@@ -1,0 +1,301 @@
+"""Recurrent language models (Elman, GRU, LSTM) over a discrete vocabulary (SPEC §1, table row "RNN").
+
+The network is embedding -> ``num_layers`` stacked recurrent cells -> a linear read-out with bias:
+
+    e_t      = E[x_t]                                      (embedding, [embed_size])
+    s^l_t    = cell(s^l_{t-1}, h^{l-1}_t),  h^0_t = e_t     (layer l = 1..L, zero initial state s^l_0 = 0)
+    logits_t = W h^L_t + b                                  (law of x_{t+1}; [vocab_size])
+
+The deterministic summary of the past (SPEC §1) is the stack of layer states ``s_t = (s^1_t, ..., s^L_t)``
+(hidden states, plus the memory cells for an LSTM). The first token is drawn from the read-out of the zero
+state, ``softmax(W 0 + b) = softmax(b)``: the initial distribution after BOS is learned through ``b``.
+
+The cells follow PyTorch's equations (``torch.nn.RNN``/``GRU``/``LSTM``), so that weights carry over
+one to one. Each layer has an input projection ``g^x = h^{l-1} W_ih + b_ih`` and a recurrent projection
+``g^h = h W_hh + b_hh`` (kernels stored ``[in, gates * hidden]``, the transpose of PyTorch's ``weight_ih``),
+with the gate blocks in PyTorch's order:
+
+    elman:  h' = tanh(g^x + g^h)
+    gru:    r = sigmoid(g^x_r + g^h_r),  z = sigmoid(g^x_z + g^h_z),  n = tanh(g^x_n + r * g^h_n),
+            h' = (1 - z) * n + z * h                          (blocks r, z, n)
+    lstm:   i, f, o = sigmoid(g^x + g^h) blocks, g = tanh(g^x_g + g^h_g),
+            c' = f * c + i * g,  h' = o * tanh(c')            (blocks i, f, g, o; state (h, c))
+
+The GRU keeps the recurrent bias of its candidate inside the reset gate, ``r * (W_hn h + b_hn)``, as PyTorch
+does; ``flax.nnx.GRUCell`` has no ``b_hn`` (its docstring shows one, its code does not), which is one reason
+the cells are written here rather than taken from flax. The other is speed: scoring a whole sequence computes
+the input projections of all time steps with one matrix product before the scan, so the scanned step only
+does the recurrent product ``h W_hh`` and the gate arithmetic.
+
+Parameters are the ``nnx.State`` of a ``flax.nnx`` module (``nnx.split``); all maths below is written as
+pure functions of that state.
+
+>>> import jax, jax.numpy as jnp
+>>> model = Model(Config(vocab_size=5, hidden_size=8, cell="lstm", num_layers=2))
+>>> params = model.init(jax.random.key(0))
+>>> model.log_probs(params, jnp.array([0, 3, 1, 4])).shape
+(4,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from epjax._checks import check_positive_int
+from epjax._discrete import DiscreteModel, check_temperature
+
+Array = jax.Array
+PyTree = Any
+
+CELLS = ("elman", "gru", "lstm")
+_GATES = {"elman": 1, "gru": 3, "lstm": 4}
+_DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of a recurrent language model (frozen and hashable: a static argument of ``jax.jit``).
+
+    Attributes:
+        vocab_size: number of token ids ``V``.
+        hidden_size: width ``H`` of every recurrent layer.
+        embed_size: width of the token embedding (``None``: equal to ``hidden_size``).
+        num_layers: number of stacked recurrent layers ``L >= 1``.
+        cell: ``"elman"`` (tanh), ``"gru"`` or ``"lstm"``.
+        dtype: parameter (and computation) dtype, ``"float32"`` or ``"float64"`` (the latter needs
+            ``jax.enable_x64``).
+    """
+
+    vocab_size: int
+    hidden_size: int = 64
+    embed_size: int | None = None
+    num_layers: int = 1
+    cell: str = "gru"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        check_positive_int("vocab_size", self.vocab_size)
+        check_positive_int("hidden_size", self.hidden_size)
+        if self.embed_size is None:
+            object.__setattr__(self, "embed_size", self.hidden_size)
+        check_positive_int("embed_size", self.embed_size)
+        check_positive_int("num_layers", self.num_layers)
+        if self.cell not in CELLS:
+            raise ValueError(f"`cell` must be one of {CELLS}, got {self.cell!r}.")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"`dtype` must be one of {_DTYPES}, got {self.dtype!r}.")
+
+    @property
+    def num_gates(self) -> int:
+        """Gate blocks per layer: 1 (Elman), 3 (GRU) or 4 (LSTM)."""
+        return _GATES[self.cell]
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-friendly dictionary (``Config(**d)`` rebuilds it)."""
+        return dataclasses.asdict(self)
+
+
+# --- the network, as flax NNX modules (used for initialisation and as the parameter container) -------------
+
+
+class Cell(nnx.Module):
+    """One recurrent layer: input projection ``x W_ih + b_ih`` and recurrent projection ``h W_hh + b_hh``.
+
+    Kernels are ``[in, G * H]`` with the ``G`` gate blocks side by side (order in the module docstring).
+    Initialisation: LeCun-normal input kernels, orthogonal recurrent kernel blocks (one per gate, so each
+    gate's recurrence starts norm-preserving), zero biases except an LSTM forget-gate bias of 1
+    (Jozefowicz et al., 2015), which lets gradients through long sequences early in training.
+    """
+
+    def __init__(self, in_size: int, config: Config, *, rngs: nnx.Rngs):
+        H, G = config.hidden_size, config.num_gates
+        dtype = jnp.dtype(config.dtype)
+        self.input = nnx.Linear(in_size, G * H, param_dtype=dtype, rngs=rngs)
+        self.recurrent = nnx.Linear(H, G * H, param_dtype=dtype, rngs=rngs)
+        blocks = [nnx.initializers.orthogonal()(rngs.params(), (H, H), dtype) for _ in range(G)]
+        self.recurrent.kernel.value = jnp.concatenate(blocks, axis=1)
+        if config.cell == "lstm":
+            self.input.bias.value = self.input.bias.value.at[H : 2 * H].set(1.0)
+
+
+class Network(nnx.Module):
+    """Embedding ``[V, E]``, ``L`` :class:`Cell` layers and the read-out ``Linear(H, V)`` with bias."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.dtype)
+        # Unit-variance embeddings (as torch.nn.Embedding) so the first layer is driven at O(1) from the start.
+        self.embed = nnx.Embed(
+            config.vocab_size,
+            config.embed_size,
+            embedding_init=nnx.initializers.normal(1.0),
+            param_dtype=dtype,
+            rngs=rngs,
+        )
+        sizes = [config.embed_size] + [config.hidden_size] * (config.num_layers - 1)
+        self.layers = nnx.List([Cell(size, config, rngs=rngs) for size in sizes])
+        self.head = nnx.Linear(config.hidden_size, config.vocab_size, param_dtype=dtype, rngs=rngs)
+
+
+# --- pure maths over the parameter state -------------------------------------------------------------------
+
+
+def _linear(p: PyTree, x: Array) -> Array:
+    return x @ p["kernel"][...] + p["bias"][...]
+
+
+def cell_update(cell: str, p: PyTree, state: PyTree, gx: Array) -> PyTree:
+    """One recurrent step of a layer given its precomputed input projection ``gx = x W_ih + b_ih``.
+
+    Args:
+        cell: ``"elman"``, ``"gru"`` or ``"lstm"``.
+        p: the layer's ``recurrent`` parameters (``kernel [H, G H]``, ``bias [G H]``).
+        state: ``h [H]`` (Elman, GRU) or ``(h, c)`` (LSTM).
+        gx: ``[G H]`` input projection of this step.
+
+    Returns:
+        The new state, same structure as ``state``.
+    """
+    if cell == "lstm":
+        h, c = state
+        i, f, g, o = jnp.split(gx + _linear(p, h), 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jnp.tanh(c) * jax.nn.sigmoid(o), c
+    gh = _linear(p, state)
+    if cell == "gru":
+        xr, xz, xn = jnp.split(gx, 3, axis=-1)
+        hr, hz, hn = jnp.split(gh, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        return n + z * (state - n)  # = (1 - z) n + z h, one multiply fewer
+    return jnp.tanh(gx + gh)
+
+
+def _output(cell: str, state: PyTree) -> Array:
+    """The hidden vector ``h`` a layer passes up (and the top layer to the read-out)."""
+    return state[0] if cell == "lstm" else state
+
+
+def _zero_state(cell: str, hidden_size: int, dtype) -> PyTree:
+    h = jnp.zeros((hidden_size,), dtype)
+    return (h, h) if cell == "lstm" else h
+
+
+# --- the model --------------------------------------------------------------------------------------------
+
+
+class Model(DiscreteModel):
+    """A recurrent language model as an epjax discrete model (Elman, GRU or LSTM; see the module docstring).
+
+    ``step`` advances all layers by one token (sampling); ``logits`` scores a whole sequence layer by layer,
+    each layer one ``lax.scan`` of the same :func:`cell_update` with its input projections computed for all
+    time steps at once. Forward and reversed sequences are scored by the same code.
+
+    Args:
+        config: the sizes (:class:`Config`).
+        temperature: divides the logits when sampling and scoring (``> 0``).
+
+    Attributes:
+        config: the :class:`Config`.
+        graphdef: the static ``nnx`` graph of :class:`Network`; ``nnx.merge(model.graphdef, params)``
+            rebuilds the flax module.
+        family: ``"rnn"`` (with ``config`` enough to rebuild the model, see ``epjax.train.build_model``).
+    """
+
+    family = "rnn"
+
+    def __init__(self, config: Config, *, temperature: float = 1.0):
+        if not isinstance(config, Config):
+            raise ValueError(f"`config` must be an epjax.rnn.Config, got {type(config).__name__}.")
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.temperature = check_temperature(temperature)
+        with warnings.catch_warnings():
+            # Only shapes are traced here; a float64 config outside x64 must not warn at construction.
+            warnings.filterwarnings("ignore", message=".*float64.*", category=UserWarning)
+            abstract = nnx.eval_shape(lambda: Network(config, rngs=nnx.Rngs(0)))
+        self.graphdef = nnx.graphdef(abstract)
+
+    def init(self, key: Array) -> nnx.State:
+        """Fresh parameters: the ``nnx.State`` of a newly initialised :class:`Network`."""
+        if self.config.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError(
+                "`config.dtype` is 'float64' but 64-bit JAX is disabled; initialise inside "
+                "`with jax.enable_x64(True):` (or set JAX_ENABLE_X64=1)."
+            )
+        return nnx.state(Network(self.config, rngs=nnx.Rngs(key)))
+
+    def _dtype(self, params: PyTree):
+        return params["head"]["kernel"][...].dtype
+
+    def initial(self, params: PyTree) -> tuple[tuple, Array]:
+        """Zero states of all layers and the first token's logits ``W 0 + b`` ``[V]``."""
+        c = self.config
+        state = _zero_state(c.cell, c.hidden_size, self._dtype(params))
+        carry = tuple(state for _ in range(c.num_layers))
+        return carry, _linear(params["head"], _output(c.cell, state))
+
+    def step(self, params: PyTree, carry: tuple, token: Array, position: Array) -> tuple[tuple, Array]:
+        """Feed ``token`` through every layer; return the new layer states and the next-token logits ``[V]``."""
+        cell = self.config.cell
+        h = params["embed"]["embedding"][...][token]
+        new_carry = []
+        for layer, state in enumerate(carry):
+            p = params["layers"][layer]
+            state = cell_update(cell, p["recurrent"], state, _linear(p["input"], h))
+            h = _output(cell, state)
+            new_carry.append(state)
+        return tuple(new_carry), _linear(params["head"], h)
+
+    def logits(self, params: PyTree, x: Array) -> Array:
+        """``[T, V]`` logits of every token given its past (row 0: the initial distribution's logits).
+
+        Layer by layer: one matrix product for the input projections of all steps, then one scan of
+        :func:`cell_update`; finally one matrix product for the read-out.
+        """
+        c = self.config
+        dtype = self._dtype(params)
+        tokens = x[:-1]  # the last token conditions nothing
+        embedding = params["embed"]["embedding"][...]
+        first = params["layers"][0]["input"]
+        if c.vocab_size <= tokens.shape[0]:
+            # Project the whole vocabulary once ([V, G H]) and gather: cheaper than projecting T embeddings,
+            # and under vmap the table is shared by the whole batch.
+            gx = _linear(first, embedding)[tokens]
+        else:
+            gx = _linear(first, embedding[tokens])
+        for layer in range(c.num_layers):
+            recurrent = params["layers"][layer]["recurrent"]
+
+            def body(state, gx_t, recurrent=recurrent):
+                state = cell_update(c.cell, recurrent, state, gx_t)
+                return state, _output(c.cell, state)
+
+            _, hs = jax.lax.scan(body, _zero_state(c.cell, c.hidden_size, dtype), gx)  # [T - 1, H]
+            if layer + 1 < c.num_layers:
+                gx = _linear(params["layers"][layer + 1]["input"], hs)
+        h0 = _output(c.cell, _zero_state(c.cell, c.hidden_size, dtype))
+        return jnp.concatenate([_linear(params["head"], h0)[None], _linear(params["head"], hs)], axis=0)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"rnn.Model({c.cell}, vocab_size={c.vocab_size}, hidden_size={c.hidden_size}, "
+            f"embed_size={c.embed_size}, num_layers={c.num_layers}, dtype={c.dtype}, "
+            f"temperature={self.temperature})"
+        )
+
+
+def num_parameters(params: PyTree) -> int:
+    """Total number of scalar parameters in a parameter tree."""
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+__all__ = ["CELLS", "Cell", "Config", "Model", "Network", "cell_update", "num_parameters"]

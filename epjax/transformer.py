@@ -1,0 +1,327 @@
+"""A GPT-style Transformer decoder as an autoregressive model (SPEC §1, the Transformer row).
+
+The summary of the past is the whole context: ``p(x_{t+1} | x_1..x_t) = softmax(logits_t)``, where
+``logits_t`` is read at position ``t`` of a causal pre-LayerNorm Transformer run over ``(BOS, x_1, .., x_t)``.
+The layout is GPT-2's (nanoGPT's ``model.py``), written as pure functions over the flax NNX state:
+
+    z_0     = b + P_0,  z_t = E[x_t] + P_t  (t >= 1)     b: a learned BOS vector, not a vocabulary token
+    a       = z + Attn(LN_1(z))                           causal multi-head self-attention
+    z'      = a + MLP(LN_2(a)),   MLP(u) = GELU(u W_fc + c_fc) W_proj + c_proj
+    logits  = LN_f(z^L) E^T   (tied)   or   LN_f(z^L) W_head   (untied)
+
+Row ``t`` of :meth:`Model.logits` is the output at position ``t``: the BOS position 0 gives the law of
+``x_1``, position ``t`` the law of ``x_{t+1}``. Scoring ``T <= context_length`` tokens uses positions
+``0 .. T-1`` in one parallel causal pass (``O(T^2)`` attention). Decoding (:meth:`Model.initial`,
+:meth:`Model.step`, hence sampling) keeps a fixed-size key/value cache of ``context_length + 1`` positions,
+because the sampler's last step also consumes ``x_T`` at position ``T``; each new token costs one row of
+work per layer plus attention over the cache, never a recomputation of the prefix.
+
+With ``b`` set to GPT-2's ``<|endoftext|>`` embedding this is exactly GPT-2 scoring with BOS prepended.
+
+>>> import jax
+>>> model = Model(Config(vocab_size=5, context_length=8, num_layers=1, num_heads=2, embed_size=8))
+>>> params = model.init(jax.random.key(0))
+>>> model.log_probs(params, jax.numpy.array([1, 4, 2])).shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from epjax._discrete import DiscreteModel, check_temperature
+
+Array = jax.Array
+State = Any  # an ``nnx.State``: the pure parameter pytree of :class:`GPT`
+
+_LAYER_NORM_EPS = 1e-5  # GPT-2's (and PyTorch's) value
+_DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of a GPT-style decoder (frozen and hashable: a static ``jit`` argument, saved as JSON).
+
+    Attributes:
+        vocab_size: number of token ids ``V``.
+        context_length: longest sequence the model scores or samples (``Model.max_length``).
+        num_layers: number of Transformer blocks.
+        num_heads: attention heads ``H`` per block.
+        embed_size: model width ``D``, divisible by ``num_heads`` (head size ``D / H``).
+        mlp_ratio: hidden width of the MLP is ``mlp_ratio * D``.
+        tie_embeddings: read the logits with the token embedding ``E^T`` (GPT-2) instead of a separate head.
+        dtype: parameter and computation dtype, ``"float32"`` or ``"float64"`` (needs ``jax.enable_x64``).
+    """
+
+    vocab_size: int
+    context_length: int
+    num_layers: int
+    num_heads: int
+    embed_size: int
+    mlp_ratio: int = 4
+    tie_embeddings: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "num_layers", "num_heads", "embed_size", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Config.{name} must be an integer >= 1, got {value!r}.")
+        if self.embed_size % self.num_heads:
+            raise ValueError(
+                f"Config.embed_size must be divisible by Config.num_heads, got embed_size = {self.embed_size} "
+                f"and num_heads = {self.num_heads}."
+            )
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"Config.tie_embeddings must be True or False, got {self.tie_embeddings!r}.")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"Config.dtype must be one of {_DTYPES}, got {self.dtype!r}.")
+
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head, ``embed_size // num_heads``."""
+        return self.embed_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict; ``Config(**config.to_dict()) == config``."""
+        return dataclasses.asdict(self)
+
+
+# --- the network: NNX modules hold the parameters and their initialisation --------------------------------
+#
+# The computations are pure functions over the split state (below), so that the same parameter pytree feeds
+# the parallel pass and the cached decoder, and everything composes with jit/vmap/scan without NNX state.
+
+
+def _normal(std: float):
+    return nnx.initializers.normal(stddev=std)
+
+
+class Attention(nnx.Module):
+    """Causal multi-head self-attention: fused ``qkv`` projection ``[D, 3D]`` and output projection."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        D, dtype = config.embed_size, jnp.dtype(config.dtype)
+        # nanoGPT/GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * num_layers).
+        self.qkv = nnx.Linear(D, 3 * D, kernel_init=_normal(0.02), param_dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(
+            D, D, kernel_init=_normal(0.02 / math.sqrt(2 * config.num_layers)), param_dtype=dtype, rngs=rngs
+        )
+
+
+class MLP(nnx.Module):
+    """Position-wise ``GELU(u W_fc + c_fc) W_proj + c_proj`` with hidden width ``mlp_ratio * D``."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        D, dtype = config.embed_size, jnp.dtype(config.dtype)
+        hidden = config.mlp_ratio * D
+        self.fc = nnx.Linear(D, hidden, kernel_init=_normal(0.02), param_dtype=dtype, rngs=rngs)
+        self.proj = nnx.Linear(
+            hidden, D, kernel_init=_normal(0.02 / math.sqrt(2 * config.num_layers)), param_dtype=dtype, rngs=rngs
+        )
+
+
+class Block(nnx.Module):
+    """Pre-LayerNorm block: ``a = z + Attn(LN_1(z))``, ``z' = a + MLP(LN_2(a))``."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        D, dtype = config.embed_size, jnp.dtype(config.dtype)
+        self.ln_1 = nnx.LayerNorm(D, epsilon=_LAYER_NORM_EPS, param_dtype=dtype, rngs=rngs)
+        self.attn = Attention(config, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(D, epsilon=_LAYER_NORM_EPS, param_dtype=dtype, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+
+
+class GPT(nnx.Module):
+    """Token and position embeddings, a learned BOS vector, the blocks, a final LayerNorm and the head."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        D, dtype = config.embed_size, jnp.dtype(config.dtype)
+        self.token_embed = nnx.Embed(
+            config.vocab_size, D, embedding_init=_normal(0.02), param_dtype=dtype, rngs=rngs
+        )
+        self.bos = nnx.Param(_normal(0.02)(rngs.params(), (D,), dtype))
+        # Position 0 is BOS; the decoder's last step may consume x_T at position T = context_length.
+        self.position_embed = nnx.Param(_normal(0.02)(rngs.params(), (config.context_length + 1, D), dtype))
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.ln_f = nnx.LayerNorm(D, epsilon=_LAYER_NORM_EPS, param_dtype=dtype, rngs=rngs)
+        if not config.tie_embeddings:
+            self.head = nnx.Linear(
+                D, config.vocab_size, use_bias=False, kernel_init=_normal(0.02), param_dtype=dtype, rngs=rngs
+            )
+
+
+# --- pure functions over the state ------------------------------------------------------------------------
+
+
+def _linear(p: State, x: Array) -> Array:
+    """``x W + c`` over the last axis: ``[..., in] -> [..., out]``."""
+    y = jnp.einsum("...i,io->...o", x, p["kernel"][...])
+    return y + p["bias"][...] if "bias" in p else y
+
+
+def _layer_norm(p: State, x: Array) -> Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias`` over the last axis."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + _LAYER_NORM_EPS) * p["scale"][...] + p["bias"][...]
+
+
+def _mlp(p: State, x: Array) -> Array:
+    # GPT-2's GELU is the tanh approximation.
+    return _linear(p["proj"], jax.nn.gelu(_linear(p["fc"], x), approximate=True))
+
+
+def _head(params: State, z: Array, config: Config) -> Array:
+    """Logits ``LN_f(z) E^T`` (tied) or ``LN_f(z) W_head``: ``[..., D] -> [..., V]``."""
+    u = _layer_norm(params["ln_f"], z)
+    if config.tie_embeddings:
+        return jnp.einsum("...d,vd->...v", u, params["token_embed"]["embedding"][...])
+    return _linear(params["head"], u)
+
+
+def _causal_attention(p: State, x: Array, config: Config) -> Array:
+    """Parallel causal self-attention over all positions: ``[T, D] -> [T, D]``."""
+    T, H, K = x.shape[0], config.num_heads, config.head_size
+    qkv = _linear(p["qkv"], x).reshape(T, 3, H, K)  # [T, 3D] -> [T, 3, H, K]
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [T, H, K] each
+    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # softmax(q k^T / sqrt(K)) v, [T, H, K]
+    return _linear(p["out"], y.reshape(T, H * K))  # [T, H, K] -> [T, D]
+
+
+def _forward(params: State, x: Array, config: Config) -> Array:
+    """Logits ``[T, V]`` of ``x_t`` given ``x_<t`` for all ``t`` in one causal pass over ``(BOS, x_1..x_{T-1})``."""
+    T = x.shape[0]
+    bos = params["bos"][...][None]  # [1, D]
+    tokens = params["token_embed"]["embedding"][...][x[:-1]]  # [T-1, D]
+    z = jnp.concatenate([bos, tokens], axis=0) + params["position_embed"][...][:T]  # [T, D]
+    for block in params["blocks"].values():
+        z = z + _causal_attention(block["attn"], _layer_norm(block["ln_1"], z), config)
+        z = z + _mlp(block["mlp"], _layer_norm(block["ln_2"], z))
+    return _head(params, z, config)
+
+
+class Cache(NamedTuple):
+    """Fixed-size key/value cache of the decoder.
+
+    Attributes:
+        keys: ``[num_layers, context_length + 1, H, K]``; slot ``s`` holds the key of position ``s`` once
+            written (later slots are zero and masked out).
+        values: same shape, the values.
+    """
+
+    keys: Array
+    values: Array
+
+
+def _cached_attention(p: State, x: Array, cache: Cache, layer: int, position: Array, config: Config):
+    """Self-attention of the single position ``position`` over the cache: ``[D] -> [D]``, updated cache.
+
+    Writes this position's key and value into slot ``position`` of layer ``layer``, then attends to the slots
+    ``<= position`` (the causal mask of the parallel pass, one row at a time).
+    """
+    H, K = config.num_heads, config.head_size
+    q, k, v = _linear(p["qkv"], x).reshape(3, H, K)  # [3D] -> [3, H, K]
+    keys = jax.lax.dynamic_update_slice(cache.keys, k[None, None], (layer, position, 0, 0))
+    values = jax.lax.dynamic_update_slice(cache.values, v[None, None], (layer, position, 0, 0))
+    scores = jnp.einsum("hk,shk->hs", q, keys[layer]) / math.sqrt(K)  # [H, context_length + 1]
+    visible = jnp.arange(keys.shape[1]) <= position
+    weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
+    y = jnp.einsum("hs,shk->hk", weights, values[layer]).reshape(H * K)  # [H, K] -> [D]
+    return _linear(p["out"], y), Cache(keys, values)
+
+
+def _decode(params: State, cache: Cache, z: Array, position: Array, config: Config) -> tuple[Cache, Array]:
+    """Run the embedded input ``z`` ``[D]`` at ``position`` through the blocks; return cache and logits ``[V]``."""
+    for layer, block in enumerate(params["blocks"].values()):
+        y, cache = _cached_attention(block["attn"], _layer_norm(block["ln_1"], z), cache, layer, position, config)
+        z = z + y
+        z = z + _mlp(block["mlp"], _layer_norm(block["ln_2"], z))
+    return cache, _head(params, z, config)
+
+
+# --- the model contract -----------------------------------------------------------------------------------
+
+
+class Model(DiscreteModel):
+    """A GPT-style decoder as a contract model (see the module docstring for the equations).
+
+    Args:
+        config: a :class:`Config` (or the dict of its fields, as saved by ``Config.to_dict``).
+        temperature: divides the logits when sampling and scoring (``p_tau``).
+
+    Attributes:
+        config: the :class:`Config`.
+        graphdef: the static NNX graph of :class:`GPT`; ``nnx.merge(model.graphdef, params)`` rebuilds the
+            module from parameters (e.g. for NNX-style training).
+        max_length: ``config.context_length``; longer sequences are refused.
+    """
+
+    family = "transformer"
+
+    def __init__(self, config: Config | Mapping[str, Any], *, temperature: float = 1.0):
+        if isinstance(config, Mapping):
+            config = Config(**config)
+        if not isinstance(config, Config):
+            raise ValueError(f"`config` must be a transformer.Config, got {type(config).__name__}.")
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.max_length = config.context_length
+        self.temperature = check_temperature(temperature)
+        # The graph is static: build it once from abstract arrays (nothing is allocated).
+        self.graphdef = nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))))[0]
+
+    def init(self, key: Array) -> State:
+        """Fresh GPT-2-style parameters (``N(0, 0.02)`` weights, scaled residual projections)."""
+        if jax.dtypes.canonicalize_dtype(jnp.dtype(self.config.dtype)) != jnp.dtype(self.config.dtype):
+            raise ValueError(
+                f"Config.dtype = {self.config.dtype!r} needs 64-bit JAX: use `with jax.enable_x64(True):`."
+            )
+        return nnx.split(GPT(self.config, rngs=nnx.Rngs(key)))[1]
+
+    def logits(self, params: State, x: Array) -> Array:
+        """``[T, V]`` logits of ``x_t`` given ``x_<t``: one parallel causal pass (``O(T^2)`` attention)."""
+        if x.shape[0] > self.max_length:
+            raise ValueError(
+                f"`x` has {x.shape[0]} tokens, more than the model's context of {self.max_length} tokens."
+            )
+        self.check_params(params)
+        return _forward(params, x, self.config)
+
+    def initial(self, params: State) -> tuple[Cache, Array]:
+        """An empty cache with BOS written at position 0, and the logits ``[V]`` of ``x_1``."""
+        self.check_params(params)
+        c = self.config
+        dtype = params["bos"][...].dtype
+        shape = (c.num_layers, c.context_length + 1, c.num_heads, c.head_size)
+        cache = Cache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        z = params["bos"][...] + params["position_embed"][...][0]
+        return _decode(params, cache, z, jnp.zeros((), jnp.int32), c)
+
+    def step(self, params: State, carry: Cache, token: Array, position: Array) -> tuple[Cache, Array]:
+        """Consume token ``x_{position+1}`` (0-based ``position``) at model position ``position + 1``.
+
+        ``position`` must be ``< context_length`` (it is a traced index and cannot be checked here).
+        """
+        position = jnp.asarray(position, jnp.int32) + 1  # BOS holds position 0
+        z = params["token_embed"]["embedding"][...][token] + params["position_embed"][...][position]
+        return _decode(params, carry, z, position, self.config)
+
+    def module(self, params: State) -> GPT:
+        """The NNX module holding ``params`` (``nnx.merge(graphdef, params)``)."""
+        self.check_params(params)
+        return nnx.merge(self.graphdef, params)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
+        return f"transformer.Model({fields}, temperature={self.temperature})"
+
+
+__all__ = ["Attention", "Block", "Cache", "Config", "GPT", "MLP", "Model"]
