@@ -76,7 +76,7 @@ def log_probs(params: Params, y: Array) -> Array:
 
     >>> import jax.numpy as jnp
     >>> p = Params(A=jnp.eye(1) * 0.5, C=jnp.eye(1), K=jnp.eye(1), S=jnp.eye(1))
-    >>> log_probs(p, jnp.zeros((3, 1))).round(4).tolist()
+    >>> [round(v, 4) for v in log_probs(p, jnp.zeros((3, 1))).tolist()]
     [-0.9189, -0.9189, -0.9189]
     """
     params = as_params(params)

@@ -161,7 +161,7 @@ def from_state_space(A: Any, C: Any, Q: Any, R: Any, *, return_covariance: bool 
 
     >>> p = from_state_space([[0.9]], [[1.0]], [[1.0]], [[1.0]])
     >>> round(float(p.S[0, 0]), 6), round(float(p.K[0, 0]), 6)
-    (2.942329, 0.660133)
+    (2.4839, 0.597407)
     """
     dtype = _float_dtype(A, C, Q, R)
     A, C, Q, R = (jnp.asarray(x, dtype=dtype) for x in (A, C, Q, R))

@@ -1,0 +1,24 @@
+"""Run the docstring examples of the public modules (they document formulas with tiny checks)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "epjax._reversal",
+    "epjax._estimators",
+    "epjax._exact",
+    "epjax.kalman._params",
+    "epjax.kalman._filter",
+    "epjax.kalman._exact",
+    "epjax.stats",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no docstring examples"
+    assert result.failed == 0
