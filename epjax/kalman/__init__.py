@@ -8,9 +8,11 @@ log-likelihoods, sampling, the innovation reversal matrix ``R = H^{-1} J H``, th
 from epjax.kalman._exact import (
     EntropyProduction,
     entropy_production,
+    entropy_production_curve,
     entropy_production_rate,
     reversal_matrix,
 )
+from epjax.kalman._examples import EXAMPLES, example
 from epjax.kalman._filter import (
     KalmanModel,
     innovations,
@@ -22,11 +24,14 @@ from epjax.kalman._filter import (
 from epjax.kalman._params import Params, as_params, from_state_space
 
 __all__ = [
+    "EXAMPLES",
+    "example",
     "EntropyProduction",
     "KalmanModel",
     "Params",
     "as_params",
     "entropy_production",
+    "entropy_production_curve",
     "entropy_production_rate",
     "from_state_space",
     "innovations",

@@ -140,33 +140,64 @@ def _Z(params: Params, N: Array) -> Array:
     return mm(CI.T, CI)
 
 
-@partial(jax.jit, static_argnames="num_steps")
-def _recursive_total(params: Params, num_steps: int) -> Array:
+@partial(jax.jit, static_argnames=("num_steps", "curve"))
+def _recursive(params: Params, num_steps: int, curve: bool = False) -> Array:
     params = _whiten(params)
     A, C = params.A, params.C
     n, n_y = A.shape[0], C.shape[0]
     F, G = _recursion_constants(params)
     dtype = A.dtype
+    KK = params.K @ params.K.T
     N = jnp.zeros((n, n), dtype)
     Rho = G @ G.T
-    Z = _Z(params, N)
     # sum_tau tr(Z_{T+1-tau} Pi_tau), Pi_tau = sum_{j=1}^{tau-1} A^j G0 A^jT (G0 = K K^T), by the adjoint
     # recursion U_{m+1} = A^T (U_m + W_m) A, W_m = sum_{k<=m} Z_k: one pass, O(n^2) memory, no stability needed.
+    # Nothing in the recursion depends on T, so after m steps the carry holds the exact S_y(m): the whole
+    # curve S_y(1..T) comes from the same pass.
     U = jnp.zeros((n, n), dtype)
-    W = Z
+    W = _Z(params, N)
     trace_omega = jnp.asarray(n_y, dtype)  # Omega_1 = S = I
 
-    def step(carry, _):
+    def value(U, trace_omega, m):
+        return 0.5 * (jnp.sum(U * KK) + trace_omega - m * n_y)
+
+    def step(carry, m):
         N, Rho, U, W, trace_omega = carry
         N, Rho_next, Omega = _backward_step(params, F, G, N, Rho)
         U = mm(mm(A.T, U + W), A)
         W = W + _Z(params, N)
-        return (N, Rho_next, U, W, trace_omega + jnp.trace(Omega)), None
+        trace_omega = trace_omega + jnp.trace(Omega)
+        return (N, Rho_next, U, W, trace_omega), (value(U, trace_omega, m + 1) if curve else None)
 
-    carry, _ = jax.lax.scan(step, (N, Rho, U, W, trace_omega), None, length=num_steps - 1)
+    steps = jnp.arange(1, num_steps, dtype=dtype)
+    carry, values = jax.lax.scan(step, (N, Rho, U, W, trace_omega), steps)
+    if curve:
+        return jnp.concatenate([value(jnp.zeros((n, n), dtype), jnp.asarray(n_y, dtype), 1)[None], values])
     _, _, U, _, trace_omega = carry
-    KK = params.K @ params.K.T
-    return 0.5 * (jnp.sum(U * KK) + trace_omega - num_steps * n_y)
+    return value(U, trace_omega, num_steps)
+
+
+def entropy_production_curve(params: Params, num_steps: int) -> Array:
+    """Exact EP for every horizon at once: ``[S_y(1), S_y(2), ..., S_y(T)]`` (eq. 71 for each T).
+
+    One pass of the ``"recursive"`` method (O(T n^3) time, O(n^2) working memory): its state after ``m``
+    steps already determines ``S_y(m)``.
+
+    Args:
+        params: the innovation model.
+        num_steps: the largest horizon ``T >= 1``.
+
+    Returns:
+        ``[T]`` array, entry ``t - 1`` the exact EP of trajectories of length ``t``.
+
+    >>> from epjax.kalman import from_state_space
+    >>> p = from_state_space([[0.9]], [[1.0]], [[1.0]], [[1.0]])
+    >>> [round(float(v), 5) for v in entropy_production_curve(p, 10)[4::5]]
+    [0.25442, 0.45098]
+    """
+    params = as_params(params)
+    num_steps = check_positive_int("num_steps", num_steps)
+    return _recursive(params, num_steps, curve=True)
 
 
 @partial(jax.jit, static_argnames="num_steps")
@@ -233,7 +264,7 @@ def entropy_production(
     if method == "recursive":
         if per_step:
             return _recursive_per_step(params, num_steps)
-        return _recursive_total(params, num_steps)
+        return _recursive(params, num_steps)
     raise ValueError(f"`method` must be 'dense' or 'recursive', got {method!r}.")
 
 

@@ -148,6 +148,10 @@ class KalmanModel:
         """See :func:`epjax.kalman.sample_with_log_probs`."""
         return sample_with_log_probs(key, params, num_steps)
 
+    def check_params(self, params: Params) -> None:
+        """Raise ``ValueError`` unless ``params`` is a valid innovation model (see :func:`as_params`)."""
+        as_params(params)
+
     def __repr__(self) -> str:
         return "epjax.kalman.model"
 
