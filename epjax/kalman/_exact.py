@@ -140,41 +140,51 @@ def _Z(params: Params, N: Array) -> Array:
     return mm(CI.T, CI)
 
 
-@partial(jax.jit, static_argnames=("num_steps", "curve"))
-def _recursive(params: Params, num_steps: int, curve: bool = False) -> Array:
+def _recursive_setup(params: Params):
     params = _whiten(params)
-    A, C = params.A, params.C
-    n, n_y = A.shape[0], C.shape[0]
+    A = params.A
+    n, n_y = A.shape[0], params.C.shape[0]
     F, G = _recursion_constants(params)
     dtype = A.dtype
     KK = params.K @ params.K.T
-    N = jnp.zeros((n, n), dtype)
-    Rho = G @ G.T
     # sum_tau tr(Z_{T+1-tau} Pi_tau), Pi_tau = sum_{j=1}^{tau-1} A^j G0 A^jT (G0 = K K^T), by the adjoint
     # recursion U_{m+1} = A^T (U_m + W_m) A, W_m = sum_{k<=m} Z_k: one pass, O(n^2) memory, no stability needed.
-    # Nothing in the recursion depends on T, so after m steps the carry holds the exact S_y(m): the whole
-    # curve S_y(1..T) comes from the same pass.
-    U = jnp.zeros((n, n), dtype)
-    W = _Z(params, N)
-    trace_omega = jnp.asarray(n_y, dtype)  # Omega_1 = S = I
+    # Nothing in the recursion depends on T, so after m steps the carry holds the exact S_y(m).
+    N = jnp.zeros((n, n), dtype)
+    init = (N, G @ G.T, jnp.zeros((n, n), dtype), _Z(params, N), jnp.asarray(n_y, dtype))  # Omega_1 = S = I
 
-    def value(U, trace_omega, m):
-        return 0.5 * (jnp.sum(U * KK) + trace_omega - m * n_y)
-
-    def step(carry, m):
+    def step(carry):
         N, Rho, U, W, trace_omega = carry
         N, Rho_next, Omega = _backward_step(params, F, G, N, Rho)
         U = mm(mm(A.T, U + W), A)
         W = W + _Z(params, N)
-        trace_omega = trace_omega + jnp.trace(Omega)
-        return (N, Rho_next, U, W, trace_omega), (value(U, trace_omega, m + 1) if curve else None)
+        return N, Rho_next, U, W, trace_omega + jnp.trace(Omega)
 
-    steps = jnp.arange(1, num_steps, dtype=dtype)
-    carry, values = jax.lax.scan(step, (N, Rho, U, W, trace_omega), steps)
-    if curve:
-        return jnp.concatenate([value(jnp.zeros((n, n), dtype), jnp.asarray(n_y, dtype), 1)[None], values])
-    _, _, U, _, trace_omega = carry
-    return value(U, trace_omega, num_steps)
+    def value(carry, m):
+        _, _, U, _, trace_omega = carry
+        return 0.5 * (jnp.sum(U * KK) + trace_omega - m * n_y)
+
+    return init, step, value
+
+
+@jax.jit
+def _recursive(params: Params, num_steps: Array) -> Array:
+    # The horizon is a traced loop bound: sweeps over T compile once.
+    init, step, value = _recursive_setup(params)
+    carry = jax.lax.fori_loop(1, num_steps, lambda _, c: step(c), init)
+    return value(carry, num_steps.astype(params.A.dtype))
+
+
+@partial(jax.jit, static_argnames="num_steps")
+def _recursive_curve(params: Params, num_steps: int) -> Array:
+    init, step, value = _recursive_setup(params)
+
+    def body(carry, m):
+        carry = step(carry)
+        return carry, value(carry, m + 1)
+
+    _, values = jax.lax.scan(body, init, jnp.arange(1, num_steps, dtype=params.A.dtype))
+    return jnp.concatenate([value(init, 1)[None], values])
 
 
 def entropy_production_curve(params: Params, num_steps: int) -> Array:
@@ -197,7 +207,7 @@ def entropy_production_curve(params: Params, num_steps: int) -> Array:
     """
     params = as_params(params)
     num_steps = check_positive_int("num_steps", num_steps)
-    return _recursive(params, num_steps, curve=True)
+    return _recursive_curve(params, num_steps)
 
 
 @partial(jax.jit, static_argnames="num_steps")
@@ -264,7 +274,7 @@ def entropy_production(
     if method == "recursive":
         if per_step:
             return _recursive_per_step(params, num_steps)
-        return _recursive(params, num_steps)
+        return _recursive(params, jnp.asarray(num_steps, dtype=jnp.int32 if num_steps < 2**31 else jnp.int64))
     raise ValueError(f"`method` must be 'dense' or 'recursive', got {method!r}.")
 
 
