@@ -5,7 +5,7 @@ time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact
 live in their own namespaces (:mod:`epjax.kalman`, ...).
 """
 
-from epjax import kalman
+from epjax import kalman, markov, rnn, stats
 from epjax._contract import AutoregressiveModel
 from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
 from epjax._exact import exact_entropy_production
@@ -20,6 +20,9 @@ __all__ = [
     "estimate_from_samples",
     "exact_entropy_production",
     "kalman",
+    "markov",
+    "rnn",
+    "stats",
     "reverse_blocks",
     "reverse_segments",
     "reverse_tokens",

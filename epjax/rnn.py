@@ -40,6 +40,7 @@ pure functions of that state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -117,12 +118,30 @@ class Cell(nnx.Module):
     def __init__(self, in_size: int, config: Config, *, rngs: nnx.Rngs):
         H, G = config.hidden_size, config.num_gates
         dtype = jnp.dtype(config.dtype)
-        self.input = nnx.Linear(in_size, G * H, param_dtype=dtype, rngs=rngs)
-        self.recurrent = nnx.Linear(H, G * H, param_dtype=dtype, rngs=rngs)
-        blocks = [nnx.initializers.orthogonal()(rngs.params(), (H, H), dtype) for _ in range(G)]
-        self.recurrent.kernel.value = jnp.concatenate(blocks, axis=1)
-        if config.cell == "lstm":
-            self.input.bias.value = self.input.bias.value.at[H : 2 * H].set(1.0)
+        bias_init = _forget_gate_bias(H) if config.cell == "lstm" else nnx.initializers.zeros_init()
+        self.input = nnx.Linear(in_size, G * H, bias_init=bias_init, param_dtype=dtype, rngs=rngs)
+        self.recurrent = nnx.Linear(H, G * H, kernel_init=_block_orthogonal(G), param_dtype=dtype, rngs=rngs)
+
+
+def _block_orthogonal(num_blocks: int):
+    """Initializer of an ``[H, G H]`` kernel made of ``G`` independent orthogonal ``[H, H]`` blocks."""
+    orthogonal = nnx.initializers.orthogonal()
+
+    def init(key, shape, dtype=jnp.float32):
+        H = shape[0]
+        keys = jax.random.split(key, num_blocks)
+        return jnp.concatenate([orthogonal(k, (H, H), dtype) for k in keys], axis=1)
+
+    return init
+
+
+def _forget_gate_bias(hidden_size: int):
+    """Initializer of an LSTM bias ``[4 H]``: 1 on the forget-gate block (i, f, g, o order), 0 elsewhere."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jnp.zeros(shape, dtype).at[hidden_size : 2 * hidden_size].set(1.0)
+
+    return init
 
 
 class Network(nnx.Module):
@@ -130,7 +149,7 @@ class Network(nnx.Module):
 
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.dtype)
-        # Unit-variance embeddings (as torch.nn.Embedding) so the first layer is driven at O(1) from the start.
+        # Unit-variance embeddings (as torch.nn.Embedding): the first layer is driven at O(1) from the start.
         self.embed = nnx.Embed(
             config.vocab_size,
             config.embed_size,
@@ -188,15 +207,57 @@ def _zero_state(cell: str, hidden_size: int, dtype) -> PyTree:
     return (h, h) if cell == "lstm" else h
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def sequence_logits(config: Config, params: PyTree, x: Array) -> Array:
+    """``[T, V]`` logits of every token of ``x`` given its past; row 0 is the initial law's (``W 0 + b``).
+
+    Teacher forcing layer by layer: one matrix product gives a layer's input projections for all steps, one
+    ``lax.scan`` of :func:`cell_update` runs its recurrence, and one matrix product gives the read-out.
+    Jitted with ``config`` static, so eager calls compile once per configuration and length.
+
+    Args:
+        config: the model's :class:`Config`.
+        params: its parameter state.
+        x: int ``[T]`` token ids (unchecked; ``Model.log_probs`` validates them).
+
+    Returns:
+        ``[T, V]`` logits in the parameter dtype.
+    """
+    c = config
+    dtype = params["head"]["kernel"][...].dtype
+    tokens = x[:-1]  # the last token conditions nothing
+    embedding = params["embed"]["embedding"][...]
+    first = params["layers"][0]["input"]
+    if c.vocab_size <= tokens.shape[0]:
+        # Project the whole vocabulary once ([V, G H]) and gather: no more work than projecting T embeddings,
+        # and under vmap the table is shared by the whole batch.
+        gx = _linear(first, embedding)[tokens]
+    else:
+        gx = _linear(first, embedding[tokens])  # [T - 1, G H]
+    for layer in range(c.num_layers):
+        recurrent = params["layers"][layer]["recurrent"]
+
+        def body(state, gx_t, recurrent=recurrent):
+            state = cell_update(c.cell, recurrent, state, gx_t)
+            return state, _output(c.cell, state)
+
+        _, hs = jax.lax.scan(body, _zero_state(c.cell, c.hidden_size, dtype), gx)  # [T - 1, H]
+        if layer + 1 < c.num_layers:
+            gx = _linear(params["layers"][layer + 1]["input"], hs)
+    h0 = _output(c.cell, _zero_state(c.cell, c.hidden_size, dtype))
+    return jnp.concatenate([_linear(params["head"], h0)[None], _linear(params["head"], hs)], axis=0)
+
+
 # --- the model --------------------------------------------------------------------------------------------
 
 
 class Model(DiscreteModel):
     """A recurrent language model as an epjax discrete model (Elman, GRU or LSTM; see the module docstring).
 
-    ``step`` advances all layers by one token (sampling); ``logits`` scores a whole sequence layer by layer,
-    each layer one ``lax.scan`` of the same :func:`cell_update` with its input projections computed for all
-    time steps at once. Forward and reversed sequences are scored by the same code.
+    ``step`` advances all layers by one token (sampling); ``logits`` scores a whole sequence layer by layer
+    (:func:`sequence_logits`), each layer one ``lax.scan`` of the same :func:`cell_update` with its input
+    projections computed for all time steps at once. Forward and reversed sequences are scored by the same
+    code.
 
     Args:
         config: the sizes (:class:`Config`).
@@ -232,18 +293,15 @@ class Model(DiscreteModel):
             )
         return nnx.state(Network(self.config, rngs=nnx.Rngs(key)))
 
-    def _dtype(self, params: PyTree):
-        return params["head"]["kernel"][...].dtype
-
     def initial(self, params: PyTree) -> tuple[tuple, Array]:
         """Zero states of all layers and the first token's logits ``W 0 + b`` ``[V]``."""
         c = self.config
-        state = _zero_state(c.cell, c.hidden_size, self._dtype(params))
+        state = _zero_state(c.cell, c.hidden_size, params["head"]["kernel"][...].dtype)
         carry = tuple(state for _ in range(c.num_layers))
         return carry, _linear(params["head"], _output(c.cell, state))
 
     def step(self, params: PyTree, carry: tuple, token: Array, position: Array) -> tuple[tuple, Array]:
-        """Feed ``token`` through every layer; return the new layer states and the next-token logits ``[V]``."""
+        """Feed ``token`` through every layer; return the new layer states and next-token logits ``[V]``."""
         cell = self.config.cell
         h = params["embed"]["embedding"][...][token]
         new_carry = []
@@ -255,34 +313,8 @@ class Model(DiscreteModel):
         return tuple(new_carry), _linear(params["head"], h)
 
     def logits(self, params: PyTree, x: Array) -> Array:
-        """``[T, V]`` logits of every token given its past (row 0: the initial distribution's logits).
-
-        Layer by layer: one matrix product for the input projections of all steps, then one scan of
-        :func:`cell_update`; finally one matrix product for the read-out.
-        """
-        c = self.config
-        dtype = self._dtype(params)
-        tokens = x[:-1]  # the last token conditions nothing
-        embedding = params["embed"]["embedding"][...]
-        first = params["layers"][0]["input"]
-        if c.vocab_size <= tokens.shape[0]:
-            # Project the whole vocabulary once ([V, G H]) and gather: cheaper than projecting T embeddings,
-            # and under vmap the table is shared by the whole batch.
-            gx = _linear(first, embedding)[tokens]
-        else:
-            gx = _linear(first, embedding[tokens])
-        for layer in range(c.num_layers):
-            recurrent = params["layers"][layer]["recurrent"]
-
-            def body(state, gx_t, recurrent=recurrent):
-                state = cell_update(c.cell, recurrent, state, gx_t)
-                return state, _output(c.cell, state)
-
-            _, hs = jax.lax.scan(body, _zero_state(c.cell, c.hidden_size, dtype), gx)  # [T - 1, H]
-            if layer + 1 < c.num_layers:
-                gx = _linear(params["layers"][layer + 1]["input"], hs)
-        h0 = _output(c.cell, _zero_state(c.cell, c.hidden_size, dtype))
-        return jnp.concatenate([_linear(params["head"], h0)[None], _linear(params["head"], hs)], axis=0)
+        """``[T, V]`` logits of each token given its past (row 0: the initial law); ``sequence_logits``."""
+        return sequence_logits(self.config, params, x)
 
     def __repr__(self) -> str:
         c = self.config
@@ -298,4 +330,4 @@ def num_parameters(params: PyTree) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
 
 
-__all__ = ["CELLS", "Cell", "Config", "Model", "Network", "cell_update", "num_parameters"]
+__all__ = ["CELLS", "Cell", "Config", "Model", "Network", "cell_update", "num_parameters", "sequence_logits"]

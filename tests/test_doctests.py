@@ -13,6 +13,7 @@ MODULES = [
     "epjax.kalman._filter",
     "epjax.kalman._exact",
     "epjax.stats",
+    "epjax.rnn",
 ]
 
 
