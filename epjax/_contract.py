@@ -21,7 +21,9 @@ class AutoregressiveModel(Protocol):
             continuous one.
 
     A model may also define ``sample_with_log_probs(key, params, num_steps) -> (x, log_probs)``; the engine
-    then gets the forward score of a sampled trajectory for free.
+    then gets the forward score of a sampled trajectory for free. It may define ``check_params(params)``,
+    raising ``ValueError`` on invalid parameters; the engine calls it on the concrete parameters before
+    compiling, since inside ``jit`` a model can check shapes only, not values.
     """
 
     vocab_size: int | None
@@ -49,3 +51,10 @@ def check_model(model: Any) -> None:
     for name in ("log_probs", "sample"):
         if not callable(getattr(model, name)):
             raise ValueError(f"`model.{name}` must be callable, got {type(getattr(model, name)).__name__}.")
+
+
+def check_params(model: Any, params: PyTree) -> None:
+    """Run the model's optional ``check_params(params)`` (outside ``jit``, where values can be checked)."""
+    check = getattr(model, "check_params", None)
+    if callable(check):
+        check(params)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax._checks import check_positive_int
-from epjax._contract import AutoregressiveModel, check_model
+from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._reversal import reverse_tokens
 
 Array = jax.Array
@@ -68,10 +68,15 @@ def estimate_from_samples(sigmas: Any) -> Estimate:
     n = s.size
     if n < 2:
         raise ValueError(f"`sigmas` must hold at least 2 samples to estimate a standard error, got {n}.")
+    if np.any(np.isnan(s)):
+        raise ValueError(
+            f"`sigmas` must be finite; got {int(np.sum(np.isnan(s)))} NaN values of {n}: the model's log_probs "
+            "returned NaN (check the parameters)."
+        )
     if not np.all(np.isfinite(s)):
         bad = int(n - np.count_nonzero(np.isfinite(s)))
         raise ValueError(
-            f"`sigmas` must be finite; got {bad} non-finite values of {n} (a trajectory with zero probability "
+            f"`sigmas` must be finite; got {bad} infinite values of {n} (a trajectory with zero probability "
             "under the reversed path measure makes the EP infinite)."
         )
     mean = float(np.mean(s))
@@ -190,6 +195,7 @@ def entropy_production(
     True
     """
     check_model(model)
+    check_params(model, params)
     num_steps = check_positive_int("num_steps", num_steps)
     num_samples = check_positive_int("num_samples", num_samples, minimum=2)
     batch_size = check_positive_int("batch_size", batch_size)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax._checks import check_positive_int
-from epjax._contract import AutoregressiveModel, check_model
+from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._estimators import Reversal
 from epjax._reversal import reverse_tokens
 
@@ -80,6 +80,7 @@ def exact_entropy_production(
     0.0
     """
     check_model(model)
+    check_params(model, params)
     vocab_size = model.vocab_size
     if vocab_size is None or isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
         raise ValueError(

@@ -44,6 +44,11 @@ def innovations(params: Params, y: Array) -> Array:
     Returns:
         ``[T, n_y]`` innovations (the whitening filter ``H^{-1} y``).
     """
+    params = as_params(params)
+    return _innovations(params, _check_observations(params, y))
+
+
+def _innovations(params: Params, y: Array) -> Array:
     def step(xhat, y_t):
         e = y_t - mv(params.C, xhat)
         return _predict(params, xhat, e), e
@@ -89,7 +94,7 @@ def log_probs(params: Params, y: Array) -> Array:
 
 @jax.jit
 def _log_probs(params: Params, y: Array) -> Array:
-    return _gaussian_log_density(params, innovations(params, y))
+    return _gaussian_log_density(params, _innovations(params, y))
 
 
 def sample_with_log_probs(key: Array, params: Params, num_steps: int) -> tuple[Array, Array]:

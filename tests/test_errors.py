@@ -1,0 +1,369 @@
+"""Every invalid input is refused with a ValueError that names the offending argument (DESIGN.md)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import PAPER_2D, PAPER_SCALAR
+
+import epjax
+from epjax import kalman
+
+I1, I2 = np.eye(1), np.eye(2)
+
+
+class Coin:
+    """Discrete i.i.d. model over two tokens: satisfies the contract."""
+
+    vocab_size = 2
+
+    def log_probs(self, params, x):
+        return jnp.log(params)[x]
+
+    def sample(self, key, params, num_steps):
+        return jax.random.categorical(key, jnp.log(params), shape=(num_steps,))
+
+
+class Unnormalised(Coin):
+    def log_probs(self, params, x):
+        return jnp.zeros(x.shape)  # every sequence gets probability 1
+
+
+class Continuous(Coin):
+    vocab_size = None
+
+
+class NoSample:
+    vocab_size = 2
+
+    def log_probs(self, params, x):
+        return jnp.zeros(x.shape)
+
+
+class NotCallable(Coin):
+    sample = 3
+
+
+COIN = Coin()
+COIN_PARAMS = np.array([0.3, 0.7])
+
+
+@pytest.fixture(scope="module")
+def params():
+    return kalman.from_state_space(**PAPER_2D)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# from_state_space
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(A=np.ones((2, 3)), C=np.ones((1, 2)), Q=I2, R=I1), "A"),  # non-square A
+        (dict(A=np.ones(2), C=np.ones((1, 2)), Q=I2, R=I1), "A"),  # not a matrix
+        (dict(A=0.5 * I2, C=np.ones((1, 3)), Q=I2, R=I1), "C"),  # C and A disagree
+        (dict(A=0.5 * I2, C=np.ones((1, 2)), Q=I1, R=I1), "Q"),  # Q of the wrong size
+        (dict(A=0.5 * I2, C=np.ones((1, 2)), Q=I2, R=I2), "R"),  # R not matching C
+    ],
+)
+def test_from_state_space_shapes(kwargs, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must"):
+        kalman.from_state_space(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name, what",
+    [
+        (dict(Q=np.array([[1.0, 0.5], [0.0, 1.0]]), R=I2), "Q", "symmetric"),
+        (dict(Q=np.array([[1.0, 0.0], [0.0, -1.0]]), R=I2), "Q", "positive semi-definite"),
+        (dict(Q=I2, R=np.array([[1.0, 0.2], [0.1, 1.0]])), "R", "symmetric"),
+        (dict(Q=I2, R=np.array([[1.0, 0.0], [0.0, 0.0]])), "R", "positive definite"),
+        (dict(Q=I2, R=np.array([[1.0, 2.0], [2.0, 1.0]])), "R", "positive definite"),
+    ],
+)
+def test_from_state_space_covariances(kwargs, name, what):
+    with pytest.raises(ValueError, match=rf"`{name}` must be {what}"):
+        kalman.from_state_space(A=PAPER_2D["A"], C=PAPER_2D["C"], **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["A", "C", "Q", "R"])
+def test_from_state_space_non_finite(name, bad):
+    kwargs = {k: np.array(v, dtype=float) for k, v in PAPER_2D.items()}
+    kwargs[name][0, 0] = bad
+    with pytest.raises(ValueError, match=rf"`{name}` must have finite entries"):
+        kalman.from_state_space(**kwargs)
+
+
+def test_dare_undetectable_unstable_mode():
+    # C = 0 observes nothing and A = 1.2 is unstable: no stabilising solution (P would be infinite).
+    with pytest.raises(ValueError, match=r"DARE for \(A, C, Q, R\) has no stabilising solution"):
+        kalman.from_state_space([[1.2]], [[0.0]], [[1.0]], [[1.0]])
+
+
+def test_dare_noise_free_marginal_mode():
+    # A = 1 with Q = 0: P = 0 solves the DARE but the whitening filter A (I - K C) = 1 is not stable.
+    with pytest.raises(ValueError, match=r"DARE for \(A, C, Q, R\).*whitening filter"):
+        kalman.from_state_space([[1.0]], [[1.0]], [[0.0]], [[1.0]])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Params
+
+
+def _replace(params, **fields):
+    return params._replace(**{k: jnp.asarray(v, dtype=params.A.dtype) for k, v in fields.items()})
+
+
+@pytest.mark.parametrize(
+    "fields, name, what",
+    [
+        (dict(A=np.ones((2, 3))), "params.A", "shape"),
+        (dict(C=np.ones((2, 3))), "params.C", "shape"),
+        (dict(K=np.ones((3, 2))), "params.K", "shape"),
+        (dict(S=np.eye(3)), "params.S", "shape"),  # S not matching C
+        (dict(S=np.array([[1.0, 0.3], [0.0, 1.0]])), "params.S", "symmetric"),
+        (dict(S=np.array([[1.0, 0.0], [0.0, -1.0]])), "params.S", "positive definite"),
+        (dict(A=np.array([[np.nan, 0.0], [0.0, 0.5]])), "params.A", "finite"),
+        (dict(K=np.array([[np.inf, 0.0], [0.0, 0.5]])), "params.K", "finite"),
+    ],
+)
+def test_invalid_params(params, fields, name, what):
+    bad = _replace(params, **fields)
+    y = jnp.zeros((4, 2), params.A.dtype)
+    for call in (
+        lambda: kalman.log_probs(bad, y),
+        lambda: kalman.sample(jax.random.key(0), bad, 4),
+        lambda: kalman.entropy_production(bad, 4),
+        lambda: kalman.entropy_production(bad, 4, method="dense"),
+        lambda: kalman.reversal_matrix(bad, 4),
+        lambda: kalman.entropy_production_rate(bad),
+    ):
+        with pytest.raises(ValueError, match=rf"`{name}` must.*{what}"):
+            call()
+
+
+def test_unstable_whitening_filter(params):
+    # K = 0 with A = 2 I gives A (I - K C) = 2 I: not the innovation form of any Kalman filter.
+    bad = _replace(params, A=2 * I2, K=np.zeros((2, 2)))
+    for call in (
+        lambda: kalman.entropy_production(bad, 5),
+        lambda: kalman.entropy_production(bad, 5, method="dense"),
+        lambda: kalman.log_probs(bad, jnp.zeros((5, 2))),
+    ):
+        with pytest.raises(ValueError, match=r"`params` must have a stable whitening filter"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(A=2 * I2, K=np.zeros((2, 2))), r"`params` must have a stable whitening filter"),
+        (dict(S=np.array([[1.0, 0.0], [0.0, -1.0]])), r"`params.S` must be positive definite"),
+    ],
+)
+def test_engine_validates_kalman_params(params, fields, match):
+    # Inside the engine's jit only shapes are visible: the values are checked before compiling (through the
+    # model's check_params), never turned into NaN sigmas or a silently meaningless estimate.
+    bad = _replace(params, **fields)
+    with pytest.raises(ValueError, match=match):
+        epjax.entropy_production(jax.random.key(0), kalman.model, bad, num_steps=5, num_samples=10)
+
+
+def test_params_wrong_type():
+    with pytest.raises(ValueError, match=r"`params` must be an epjax.kalman.Params"):
+        kalman.entropy_production((I1, I1, I1), 5)
+
+
+def test_rate_refuses_unstable_state():
+    # A random walk observed in noise: a valid innovation model (stable filter) with no stationary regime.
+    walk = kalman.from_state_space([[1.0]], [[1.0]], [[1.0]], [[1.0]])
+    assert np.isfinite(float(kalman.entropy_production(walk, 5)))  # finite-T EP is fine
+    with pytest.raises(ValueError, match=r"`params.A` must be stable"):
+        kalman.entropy_production_rate(walk)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kalman functions' other arguments
+
+
+@pytest.mark.parametrize("num_steps", [0, -3, 2.0, True])
+def test_kalman_num_steps(params, num_steps):
+    for call in (
+        lambda: kalman.entropy_production(params, num_steps),
+        lambda: kalman.entropy_production(params, num_steps, method="dense"),
+        lambda: kalman.sample(jax.random.key(0), params, num_steps),
+        lambda: kalman.sample_with_log_probs(jax.random.key(0), params, num_steps),
+        lambda: kalman.reversal_matrix(params, num_steps),
+    ):
+        with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 1"):
+            call()
+
+
+def test_kalman_method(params):
+    with pytest.raises(ValueError, match=r"`method` must be 'dense' or 'recursive', got 'foo'"):
+        kalman.entropy_production(params, 5, method="foo")
+
+
+@pytest.mark.parametrize(
+    "y", [np.zeros((5, 3)), np.zeros(5), np.zeros((5, 2, 1)), np.zeros((0, 2)), np.zeros((5, 2), dtype=int)]
+)
+def test_log_probs_observation_shape(params, y):
+    with pytest.raises(ValueError, match=r"`y` must"):
+        kalman.log_probs(params, y)
+
+
+def test_scalar_model_observation_shape():
+    scalar = kalman.from_state_space(**PAPER_SCALAR)
+    with pytest.raises(ValueError, match=r"`y` must have shape \[T, 1\]"):
+        kalman.log_probs(scalar, np.zeros(5))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reversals
+
+
+def test_reverse_blocks_must_tile():
+    with pytest.raises(ValueError, match=r"`block_size` must divide the sequence length"):
+        epjax.reverse_blocks(jnp.arange(7), 2)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=r"`block_size` must be an integer >= 1"):
+            epjax.reverse_blocks(jnp.arange(6), bad)
+
+
+def test_reverse_segments_needs_final_end():
+    with pytest.raises(ValueError, match=r"`ends` must mark the last token"):
+        epjax.reverse_segments(jnp.arange(4), jnp.array([False, True, False, False]))
+    with pytest.raises(ValueError, match=r"`ends` must have shape \(4,\)"):
+        epjax.reverse_segments(jnp.arange(4), jnp.array([False, True, True]))
+    with pytest.raises(ValueError, match=r"`ends` must be a boolean array"):
+        epjax.reverse_segments(jnp.arange(4), jnp.array([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize(
+    "reversal", [epjax.reverse_tokens, functools.partial(epjax.reverse_blocks, block_size=1)]
+)
+def test_reversal_needs_a_time_axis(reversal):
+    with pytest.raises(ValueError, match=r"`x` must have a leading time axis"):
+        reversal(jnp.float32(1.0))
+    with pytest.raises(ValueError, match=r"`x` must hold at least one time step"):
+        reversal(jnp.zeros((0, 2)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the engine
+
+
+@pytest.mark.parametrize(
+    "model, missing", [(object(), "log_probs, sample, vocab_size"), (NoSample(), "sample")]
+)
+def test_model_contract(model, missing):
+    with pytest.raises(ValueError, match=rf"`model` must satisfy the epjax model.* without {missing}"):
+        epjax.entropy_production(jax.random.key(0), model, COIN_PARAMS, num_steps=3, num_samples=10)
+    with pytest.raises(ValueError, match=r"`model` must satisfy"):
+        epjax.exact_entropy_production(model, COIN_PARAMS, num_steps=3)
+
+
+def test_engine_runs_the_models_own_parameter_check():
+    class CheckedCoin(Coin):
+        def check_params(self, params):
+            if not np.isclose(np.sum(params), 1.0):
+                raise ValueError(f"`params` must sum to 1, got {np.sum(params)}.")
+
+    bad = np.array([0.3, 0.3])
+    with pytest.raises(ValueError, match=r"`params` must sum to 1"):
+        epjax.entropy_production(jax.random.key(0), CheckedCoin(), bad, num_steps=3, num_samples=10)
+    with pytest.raises(ValueError, match=r"`params` must sum to 1"):
+        epjax.exact_entropy_production(CheckedCoin(), bad, num_steps=3)
+
+
+def test_model_contract_not_callable():
+    with pytest.raises(ValueError, match=r"`model.sample` must be callable"):
+        epjax.entropy_production(jax.random.key(0), NotCallable(), COIN_PARAMS, num_steps=3, num_samples=10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(num_steps=0, num_samples=10), "num_steps"),
+        (dict(num_steps=3, num_samples=1), "num_samples"),
+        (dict(num_steps=3, num_samples=10, batch_size=0), "batch_size"),
+    ],
+)
+def test_monte_carlo_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=rf"`{name}` must be an integer >= "):
+        epjax.entropy_production(jax.random.key(0), COIN, COIN_PARAMS, **kwargs)
+
+
+def test_monte_carlo_reversal_not_callable():
+    with pytest.raises(ValueError, match=r"`reversal` must be a function"):
+        epjax.entropy_production(
+            jax.random.key(0), COIN, COIN_PARAMS, num_steps=3, num_samples=10, reversal=2
+        )
+
+
+def test_kalman_monte_carlo_arguments(params):
+    for kwargs, name in [
+        (dict(num_steps=0, num_samples=10), "num_steps"),
+        (dict(num_steps=5, num_samples=1), "num_samples"),
+    ]:
+        with pytest.raises(ValueError, match=rf"`{name}` must be an integer"):
+            epjax.entropy_production(jax.random.key(0), kalman.model, params, **kwargs)
+
+
+def test_block_reversal_not_tiling_in_engine():
+    reversal = functools.partial(epjax.reverse_blocks, block_size=2)
+    with pytest.raises(ValueError, match=r"`block_size` must divide"):
+        epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=5, reversal=reversal)
+
+
+def test_estimate_needs_two_finite_samples():
+    with pytest.raises(ValueError, match=r"`sigmas` must hold at least 2 samples"):
+        epjax.estimate_from_samples([0.5])
+    with pytest.raises(ValueError, match=r"`sigmas` must be finite"):
+        epjax.estimate_from_samples([0.5, np.inf, 1.0])
+
+
+def test_exact_too_many_sequences():
+    with pytest.raises(ValueError, match=r"vocab_size\*\*num_steps = 2\*\*30 .* more than max_sequences"):
+        epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=30)
+    with pytest.raises(ValueError, match=r"more than max_sequences = 100"):
+        epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=7, max_sequences=100)
+
+
+def test_exact_needs_a_discrete_model(params):
+    with pytest.raises(ValueError, match=r"`model.vocab_size` must be a positive int"):
+        epjax.exact_entropy_production(Continuous(), COIN_PARAMS, num_steps=3)
+    with pytest.raises(ValueError, match=r"`model.vocab_size` must be a positive int"):
+        epjax.exact_entropy_production(kalman.model, params, num_steps=3)
+
+
+def test_exact_arguments():
+    with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 1"):
+        epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=0)
+    with pytest.raises(ValueError, match=r"`chunk_size` must be an integer >= 1"):
+        epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=3, chunk_size=0)
+
+
+def test_exact_refuses_unnormalised_model():
+    with pytest.raises(ValueError, match=r"`model.log_probs` does not define a normalised distribution"):
+        epjax.exact_entropy_production(Unnormalised(), COIN_PARAMS, num_steps=3)
+
+
+def test_monte_carlo_refuses_infinite_sigma():
+    # Token 1 can follow token 0 but never the reverse: reversed trajectories can be impossible.
+    class OneWay(Coin):
+        def log_probs(self, params, x):
+            # From 0: 0 or 1 with probability 1/2 each; from 1: always 1.
+            rest = jnp.where(x[:-1] == 0, jnp.log(0.5), jnp.where(x[1:] == 1, 0.0, -jnp.inf))
+            return jnp.concatenate([jnp.log(0.5)[None], rest])
+
+        def sample(self, key, params, num_steps):
+            flips = jax.random.bernoulli(key, 0.5, (num_steps,))
+            return (jnp.cumsum(flips) > 0).astype(jnp.int32)  # 0...0 1...1
+
+    with pytest.raises(ValueError, match=r"`sigmas` must be finite"):
+        epjax.entropy_production(jax.random.key(0), OneWay(), None, num_steps=4, num_samples=64)
