@@ -117,8 +117,10 @@ def stationary_entropy_production_rate(transition: Any) -> Array:
 
 
 def random_transition(key: Array, vocab_size: int, *, concentration: float = 1.0) -> Array:
-    """A random row-stochastic matrix with strictly positive entries (Dirichlet rows), generically
-    breaking detailed balance."""
+    """A random row-stochastic matrix with strictly positive entries (Dirichlet rows).
+
+    Such a matrix generically breaks detailed balance, so the chain has positive EP.
+    """
     vocab_size = check_positive_int("vocab_size", vocab_size)
     alpha = jnp.full((vocab_size,), concentration)
     return jax.random.dirichlet(key, alpha, (vocab_size,))
@@ -159,12 +161,15 @@ class MarkovChain(DiscreteModel):
         return from_probabilities(jnp.full((V,), 1.0 / V), random_transition(key, V))
 
     def initial(self, params: Params):
+        """No state before the first token; its law is the initial distribution."""
         return jnp.zeros((), jnp.int32), params.log_initial
 
     def step(self, params: Params, carry, token, position):
+        """The state is the last token; the next law is its transition row."""
         return token, params.log_transition[token]
 
     def logits(self, params: Params, x: Array) -> Array:
+        """All rows at once: the initial law, then the transition rows of ``x_1 .. x_{T-1}``."""
         return jnp.concatenate([params.log_initial[None], params.log_transition[x[:-1]]], axis=0)
 
     def __repr__(self) -> str:

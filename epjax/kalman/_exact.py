@@ -1,5 +1,6 @@
-"""Exact entropy production of Kalman innovation models: the innovation reversal matrix (EP paper eqs. 71, 73),
-an O(T) recursion with O(n^2) memory, and the asymptotic rate (SPEC §5).
+"""Exact entropy production of Kalman innovation models (SPEC §5, EP paper eqs. 71, 73).
+
+The innovation reversal matrix, an O(T) recursion with O(n^2) memory, and the asymptotic rate.
 
 Notation: ``y = H e`` with ``H`` block lower-triangular Toeplitz, ``H_0 = I``, ``H_l = C A^l K``; ``J`` reverses
 the order of the ``T`` blocks; ``R = H^{-1} J H`` maps forward to backward innovations. With ``S = L L^T``,
