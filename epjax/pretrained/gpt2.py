@@ -1,0 +1,246 @@
+"""GPT-2 from a local Hugging Face checkpoint folder, as an :class:`epjax.transformer.Model` (SPEC §7).
+
+GPT-2 is the GPT-style decoder of :mod:`epjax.transformer` -- learned positions, pre-LayerNorm blocks
+(``eps = 1e-5``), tanh-GELU (``gelu_new``), a fused ``qkv`` projection, tied output embedding -- so loading it
+is a renaming of tensors. Hugging Face's ``Conv1D`` stores weights ``[in, out]``, the layout of the family's
+kernels, so nothing is transposed (except an untied ``lm_head``, stored ``[V, D]``). The family's learned BOS
+vector ``b`` becomes the embedding of ``<|endoftext|>``, which puts BOS at position 0 and ``x_t`` at position
+``t``: exactly GPT-2 run on ``(<|endoftext|>, x_1, .., x_T)``, the EP paper's setting. Its context is
+therefore ``n_positions - 1`` tokens (1023 for GPT-2).
+
+The folder holds ``config.json``, ``model.safetensors`` (read here with a small parser: an 8-byte header
+length, a JSON header, the raw little-endian buffer) and ``tokenizer.json`` or ``vocab.json`` +
+``merges.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax import transformer
+from epjax._discrete import check_temperature
+from epjax.pretrained.tokenizer import Tokenizer
+
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bf16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+_IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of old checkpoints, not parameters
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` file as NumPy arrays (float types as float32 or float64 copies).
+
+    Raises:
+        ValueError: a missing, truncated or malformed file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"safetensors file not found: {str(path)!r} does not exist or is not a file.")
+    data = path.read_bytes()
+    try:
+        (header_size,) = struct.unpack_from("<Q", data, 0)
+        if header_size > len(data) - 8:
+            raise ValueError(f"header of {header_size} bytes in a file of {len(data)}")
+        header = json.loads(data[8 : 8 + header_size].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        start = 8 + header_size
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            if dtype not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {name!r} has unsupported dtype {dtype!r}")
+            if not 0 <= begin <= end <= len(data) - start:
+                raise ValueError(f"tensor {name!r} lies outside the file")
+            raw = np.frombuffer(data, np.uint8, count=end - begin, offset=start + begin)
+            if dtype == "BF16":
+                array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+            else:
+                array = raw.view(_SAFETENSORS_DTYPES[dtype])
+            if array.size != int(np.prod(shape, dtype=np.int64)):
+                raise ValueError(f"tensor {name!r} has {array.size} values for shape {shape}")
+            tensors[name] = array.reshape(shape)
+    except (struct.error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid safetensors file ({err}).") from None
+    return tensors
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no config.json; expected a Hugging Face GPT-2 checkpoint folder.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object.")
+    return config
+
+
+def config_from_hf(hf: dict, *, dtype: str = "float32", source: Any = "config.json") -> transformer.Config:
+    """The :class:`epjax.transformer.Config` of a GPT-2 ``config.json``, refusing what it cannot run."""
+    if hf.get("model_type") != "gpt2":
+        raise ValueError(
+            f"{source}: model_type = {hf.get('model_type')!r}; only 'gpt2' checkpoints are supported."
+        )
+    checks = {
+        "activation_function": (hf.get("activation_function", "gelu_new") in _ACTIVATIONS, _ACTIVATIONS),
+        "layer_norm_epsilon": (float(hf.get("layer_norm_epsilon", 1e-5)) == 1e-5, 1e-5),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True) is True, True),
+        "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False) is False, False),
+        "add_cross_attention": (hf.get("add_cross_attention", False) is False, False),
+    }
+    for key, (ok, want) in checks.items():
+        if not ok:
+            raise ValueError(f"{source}: {key} = {hf.get(key)!r} is not supported (expected {want!r}).")
+    embed = int(hf["n_embd"])
+    inner = hf.get("n_inner") or 4 * embed
+    if inner % embed:
+        raise ValueError(f"{source}: n_inner = {inner} must be a multiple of n_embd = {embed}.")
+    positions = int(hf.get("n_positions", hf.get("n_ctx", 1024)))
+    if positions < 2:
+        raise ValueError(f"{source}: n_positions = {positions}; BOS and one token need at least 2.")
+    return transformer.Config(
+        vocab_size=int(hf["vocab_size"]),
+        context_length=positions - 1,  # position 0 holds BOS
+        num_layers=int(hf["n_layer"]),
+        num_heads=int(hf["n_head"]),
+        embed_size=embed,
+        mlp_ratio=inner // embed,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        dtype=dtype,
+    )
+
+
+def _hf_names(config: transformer.Config) -> dict[tuple, tuple[str, bool]]:
+    """Our parameter path -> (Hugging Face tensor name, transpose?)."""
+    names: dict[tuple, tuple[str, bool]] = {
+        ("token_embed", "embedding"): ("wte.weight", False),
+        ("position_embed",): ("wpe.weight", False),
+        ("ln_f", "scale"): ("ln_f.weight", False),
+        ("ln_f", "bias"): ("ln_f.bias", False),
+    }
+    pairs = {
+        ("ln_1",): "ln_1",
+        ("ln_2",): "ln_2",
+        ("attn", "qkv"): "attn.c_attn",
+        ("attn", "out"): "attn.c_proj",
+        ("mlp", "fc"): "mlp.c_fc",
+        ("mlp", "proj"): "mlp.c_proj",
+    }
+    for i in range(config.num_layers):
+        for ours, theirs in pairs.items():
+            weight = "scale" if ours[0].startswith("ln") else "kernel"
+            names[("blocks", i, *ours, weight)] = (f"h.{i}.{theirs}.weight", False)
+            names[("blocks", i, *ours, "bias")] = (f"h.{i}.{theirs}.bias", False)
+    if not config.tie_embeddings:
+        names[("head", "kernel")] = ("lm_head.weight", True)
+    return names
+
+
+def _path_key(path: tuple) -> tuple:
+    out = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            out.append(entry.key)
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            out.append(entry.idx)
+    return tuple(out)  # attribute entries (a Variable's ``.value``) dropped
+
+
+def from_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    temperature: float = 1.0,
+) -> tuple[transformer.Model, Any, Tokenizer]:
+    """See :func:`load_gpt2`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"GPT-2 checkpoint folder not found: {str(folder)!r} is not a directory.")
+    config = config_from_hf(_read_config(folder), dtype=dtype, source=folder / "config.json")
+    check_temperature(temperature)
+    weights_path = folder / "model.safetensors"
+    if not weights_path.is_file():
+        raise ValueError(f"{folder}: no model.safetensors (PyTorch .bin checkpoints are not read).")
+    weights = read_safetensors(weights_path)
+    prefix = "transformer." if any(k.startswith("transformer.") for k in weights) else ""
+    weights = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in weights.items()}
+    tokenizer = Tokenizer.from_folder(folder, vocab_size=config.vocab_size)
+
+    model = transformer.Model(config, temperature=temperature)
+    names = _hf_names(config)
+    known = {name for name, _ in names.values()} | ({"lm_head.weight"} if config.tie_embeddings else set())
+    unexpected = sorted(k for k in weights if k not in known and not k.endswith(_IGNORED))
+    if unexpected:
+        raise ValueError(f"{weights_path}: unexpected tensors for GPT-2: {unexpected[:5]}.")
+    np_dtype = np.dtype(dtype)
+
+    def fill(path, leaf):
+        key = _path_key(path)
+        if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|>
+            name, transpose, row = "wte.weight", False, tokenizer.bos_id
+        else:
+            (name, transpose), row = names[key], None
+        if name not in weights:
+            raise ValueError(f"{weights_path}: missing tensor {name!r}.")
+        array = weights[name].T if transpose else weights[name]
+        if row is not None:
+            array = array[row]
+        if array.shape != leaf.shape:
+            raise ValueError(
+                f"{weights_path}: tensor {name!r} has shape {array.shape}, config.json implies {leaf.shape}."
+            )
+        return jnp.asarray(array.astype(np_dtype))
+
+    params = jax.tree_util.tree_map_with_path(fill, jax.eval_shape(model.init, jax.random.key(0)))
+    return model, params, tokenizer
+
+
+def load_gpt2(
+    folder: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    temperature: float = 1.0,
+) -> tuple[transformer.Model, Any, Tokenizer]:
+    """GPT-2 from a local Hugging Face checkpoint folder, as an :class:`epjax.transformer.Model`.
+
+    Args:
+        folder: holds ``config.json``, ``model.safetensors`` and ``tokenizer.json`` (or ``vocab.json`` +
+            ``merges.txt``).
+        dtype: parameter dtype, ``"float32"`` (default) or ``"float64"`` (needs ``jax.enable_x64``).
+        temperature: the model's temperature.
+
+    Returns:
+        ``(model, params, tokenizer)``: ``model.max_length = n_positions - 1``, ``params`` the NNX state of
+        :class:`epjax.transformer.GPT` with ``bos`` = the ``<|endoftext|>`` embedding, whose id is
+        ``tokenizer.bos_id``.
+
+    Raises:
+        ValueError: a missing folder or file, a malformed file, a checkpoint that is not plain GPT-2.
+    """
+    return from_checkpoint(folder, dtype=dtype, temperature=temperature)
+
+
+__all__ = ["config_from_hf", "from_checkpoint", "load_gpt2", "read_safetensors"]
