@@ -12,6 +12,8 @@ MODULES = [
     "epjax.kalman._params",
     "epjax.kalman._filter",
     "epjax.kalman._exact",
+    "epjax.kalman._decomposition",
+    "epjax.kalman._examples",
     "epjax.stats",
     "epjax.rnn",
 ]

@@ -12,6 +12,7 @@ from epjax.kalman._exact import (
     entropy_production_rate,
     reversal_matrix,
 )
+from epjax.kalman._decomposition import Decomposition, decomposition
 from epjax.kalman._examples import EXAMPLES, example
 from epjax.kalman._filter import (
     KalmanModel,
@@ -24,6 +25,8 @@ from epjax.kalman._filter import (
 from epjax.kalman._params import Params, as_params, from_state_space
 
 __all__ = [
+    "Decomposition",
+    "decomposition",
     "EXAMPLES",
     "example",
     "EntropyProduction",
