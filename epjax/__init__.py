@@ -5,7 +5,7 @@ time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact
 live in their own namespaces (:mod:`epjax.kalman`, ...).
 """
 
-from epjax import kalman, markov, rnn, stats
+from epjax import decomposition, kalman, markov, rnn, ssm, stats
 from epjax._contract import AutoregressiveModel
 from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
 from epjax._exact import exact_entropy_production
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoregressiveModel",
+    "decomposition",
     "Estimate",
     "entropy_production",
     "estimate_from_samples",
@@ -22,6 +23,7 @@ __all__ = [
     "kalman",
     "markov",
     "rnn",
+    "ssm",
     "stats",
     "reverse_blocks",
     "reverse_segments",

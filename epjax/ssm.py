@@ -14,14 +14,15 @@ models"), per channel ``d < d_model`` and mode ``n < d_state``, complex:
 
     A = -exp(log_A_real) + i A_imag,  Delta = exp(log_dt)       (S4D-Lin init: A_n = -1/2 + i pi n)
     Abar = exp(Delta A),  Bbar = (Abar - 1) / A                   (zero-order hold, B = 1 absorbed in C)
-    h_t = Abar h_{t-1} + Bbar u_t,   y_t = Re(sum_n C_n h_{t,n}) + D u_t
-    Block(u) = GLU(W gelu(y)) applied to RMSNorm(u)               (GLU(a, b) = a * sigmoid(b))
+    v_t = RMSNorm(u_t)
+    h_t = Abar h_{t-1} + Bbar v_t,   y_t = Re(sum_n C_n h_{t,n}) + D v_t
+    Block(u)_t = GLU(W gelu(y_t) + b)                              (GLU([a, g]) = a * sigmoid(g))
 
 ``kind="mamba"`` (Gu & Dao 2023, the selective scan of ``mamba_simple.py``), inner width
 ``E = expand * d_model``:
 
-    (v, z) = W_in RMSNorm(u)                                 [E] each
-    c_t = silu(sum_k w_k * v_{t-K+1+k} + w_b)                 causal depthwise conv, kernel K = d_conv
+    (v_t, z_t) = W_in RMSNorm(u_t)                           [E] each
+    c_t = silu(sum_k w_k * v_{t-K+1+k} + w_b)                 causal depthwise conv (v_{<0} = 0), K = d_conv
     Delta_t = softplus(W_dt (W_r c_t) + b_dt),  B_t = W_B c_t,  C_t = W_C c_t     (input-dependent)
     h_t = exp(Delta_t A) * h_{t-1} + Delta_t B_t c_t,  A = -exp(A_log)  [E, N] real
     y_t = C_t . h_t + D c_t;   Block(u)_t = W_out (y_t * silu(z_t))
@@ -29,12 +30,12 @@ models"), per channel ``d < d_model`` and mode ``n < d_state``, complex:
 The Mamba summary holds, per layer, the last ``K - 1`` conv inputs and ``h``. Both models are time
 homogeneous (no positional input), as the EP of SPEC §2 requires of the scoring model.
 
-Scoring (:meth:`Model.logits`) runs every layer over the whole sequence at once, solving the linear
-recurrence with ``jax.lax.associative_scan`` on the pairs ``(a_t, b_t)`` under
-``(a, b) o (a', b') = (a a', a' b + b')`` (the inputs, hence ``a_t, b_t``, are known for all t in
-parallel); sampling uses the recurrent :meth:`Model.step` in ``lax.scan``. The two agree to round-off.
-The scan is done in time chunks of at most ``scan_chunk`` steps carried by a sequential scan, which
-bounds the ``[chunk, width, d_state]`` intermediates.
+Scoring (:meth:`Model.logits`) runs every layer over the whole sequence at once: the inputs, hence
+``a_t, b_t``, are known for all t in parallel, so the linear recurrence is solved with
+``jax.lax.associative_scan`` on the pairs ``(a_t, b_t)`` under ``(a, b) o (a', b') = (a a', a' b + b')``,
+in time chunks of ``Config.scan_chunk`` steps (:func:`linear_recurrence`; by default one chunk on
+accelerators, and a sequential scan on CPU, where it is several times faster). Sampling uses the
+recurrent :meth:`Model.step` in ``lax.scan``. Both paths agree to round-off.
 
 Example:
     >>> import jax
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -80,7 +82,10 @@ class Config:
         dt_rank: Mamba rank of the step-size projection; ``None`` means ``ceil(d_model / 16)``.
         dt_min: smallest initial step size ``Delta`` (log-uniform initialisation in ``[dt_min, dt_max]``).
         dt_max: largest initial step size.
-        scan_chunk: longest stretch of time solved by one associative scan when scoring (memory bound).
+        scan_chunk: longest stretch of time solved by one associative scan when scoring (see
+            :func:`linear_recurrence`): ``1`` is a sequential scan, ``>= T`` one associative scan over the
+            whole sequence; ``None`` (default) picks by backend, sequential on CPU and one associative scan
+            on GPU/TPU. Changes speed and memory only, never the numbers beyond round-off.
         dtype: parameter and computation dtype, ``"float32"`` or ``"float64"`` (the latter needs
             ``jax.enable_x64``).
     """
@@ -95,14 +100,15 @@ class Config:
     dt_rank: int | None = None
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    scan_chunk: int = 256
+    scan_chunk: int | None = None
     dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "num_layers", "d_state", "expand", "d_conv", "scan_chunk"):
+        for name in ("vocab_size", "d_model", "num_layers", "d_state", "expand", "d_conv"):
             check_positive_int(name, getattr(self, name))
-        if self.dt_rank is not None:
-            check_positive_int("dt_rank", self.dt_rank)
+        for name in ("dt_rank", "scan_chunk"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         if self.kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}, got {self.kind!r}.")
         if self.dtype not in DTYPES:
@@ -112,7 +118,9 @@ class Config:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
         if self.dt_min > self.dt_max:
-            raise ValueError(f"`dt_min` must be <= `dt_max`, got dt_min={self.dt_min!r} > dt_max={self.dt_max!r}.")
+            raise ValueError(
+                f"`dt_min` must be <= `dt_max`, got dt_min={self.dt_min!r} > dt_max={self.dt_max!r}."
+            )
 
     @property
     def d_inner(self) -> int:
@@ -139,54 +147,71 @@ def _combine(left, right):
     return a_l * a_r, a_r * b_l + b_r
 
 
-def linear_recurrence(a: Array, b: Array, h0: Array, readout, chunk: int, extra: PyTree = None):
-    """Solve ``h_t = a_t * h_{t-1} + b_t`` for ``t < T``; return ``readout`` of every state and ``h_{T-1}``.
+def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: int) -> tuple[Array, Array]:
+    """Solve ``h_t = a_t * h_{t-1} + b_t`` (elementwise) for ``t < T``; read every state out.
 
-    Time is cut into chunks of at most ``chunk`` steps: inside a chunk ``jax.lax.associative_scan`` (depth
-    ``log2(chunk)``), across chunks a sequential ``lax.scan`` carries ``h``, so only ``[chunk, ...]`` states
-    live at once and the readout (e.g. ``C_t . h_t``) is applied chunk by chunk.
+    ``(a_t, b_t) = coefficients(inputs_t)`` and ``y_t = readout(h_t, inputs_t)`` are computed a chunk of
+    ``L = min(chunk, T)`` steps at a time: inside a chunk one ``jax.lax.associative_scan`` (depth
+    ``log2 L``), across chunks a sequential ``lax.scan`` carrying ``h``; a remainder of ``T mod L`` steps
+    gets one more associative scan. Only ``[L, ...]`` coefficients and states live at once.
+    ``chunk >= T`` is one associative scan over the whole sequence (best on accelerators);
+    ``chunk = 1`` is a plain sequential scan (best on CPUs, where the associative scan's extra
+    ``O(log L)`` passes over memory cost more than its parallelism gains).
 
     Args:
-        a: ``[T, ...]`` multipliers.
-        b: ``[T, ...]`` inputs, same shape as ``a``.
+        coefficients: ``inputs [L, ...] -> (a [L, ...], b [L, ...])``.
+        readout: ``(h [L, ...], inputs [L, ...]) -> y [L, ...]``.
         h0: ``[...]`` state before ``t = 0``.
-        readout: ``(h [L, ...], extra [L, ...]) -> y [L, ...]``.
-        chunk: longest chunk ``L``.
-        extra: a pytree of ``[T, ...]`` arrays handed to ``readout`` chunk by chunk (``None``: nothing).
+        inputs: a pytree of ``[T, ...]`` arrays.
+        chunk: longest chunk ``L >= 1``.
 
     Returns:
         ``y [T, ...]`` and the last state ``h_{T-1}``.
 
-    >>> a, b = jnp.full((5, 1), 0.5), jnp.ones((5, 1))
-    >>> y, h = linear_recurrence(a, b, jnp.zeros(1), lambda h, _: h, chunk=2)
+    >>> coefficients = lambda u: (jnp.full_like(u, 0.5), u)  # h_t = h_{t-1} / 2 + u_t
+    >>> y, h = linear_recurrence(coefficients, lambda h, u: h, jnp.zeros(1), jnp.ones((5, 1)), chunk=2)
     >>> y[:, 0].tolist()
     [1.0, 1.5, 1.75, 1.875, 1.9375]
     """
-    T = b.shape[0]
+    leaves = jax.tree_util.tree_leaves(inputs)
+    T = leaves[0].shape[0]
     L = min(chunk, T)
-    num_chunks = -(-T // L)
-    pad = num_chunks * L - T
+    num_chunks, rest = divmod(T, L)
 
-    def chunked(x, fill):
-        # Padding with the identity map (a = 1, b = 0) leaves h unchanged; padded outputs are dropped.
-        if pad:
-            x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)])
-        return x.reshape((num_chunks, L) + x.shape[1:])
+    def block(h, inputs_c):
+        a, b = map(jnp.asarray, coefficients(inputs_c))
+        b = b.at[0].add(a[0] * h)  # fold the carried state into the chunk's first input
+        if b.shape[0] == 1:
+            hs = b
+        else:
+            hs = jax.lax.associative_scan(_combine, (a, b))[1]
+        return hs[-1], readout(hs, inputs_c)
 
-    a, b = chunked(a, 1), chunked(b, 0)
-    extra = jax.tree_util.tree_map(lambda x: chunked(x, 0), extra)
+    def split(x, lo, hi):
+        return jax.tree_util.tree_map(lambda v: v[lo:hi], x)
 
-    def body(h, inputs):
-        a_c, b_c, extra_c = inputs
-        b_c = b_c.at[0].add(a_c[0] * h)  # fold the carried state into the chunk's first input
-        _, hs = jax.lax.associative_scan(_combine, (a_c, b_c))
-        return hs[-1], readout(hs, extra_c)
-
+    outputs = []
+    h = h0
     if num_chunks == 1:
-        h_last, y = body(h0, jax.tree_util.tree_map(lambda x: x[0], (a, b, extra)))
-        return y[:T], h_last
-    h_last, y = jax.lax.scan(body, h0, (a, b, extra))
-    return y.reshape((num_chunks * L,) + y.shape[2:])[:T], h_last
+        h, y = block(h, split(inputs, 0, L))
+        outputs.append(y)
+    else:
+        main = jax.tree_util.tree_map(
+            lambda v: v[: num_chunks * L].reshape((num_chunks, L) + v.shape[1:]), inputs
+        )
+        h, y = jax.lax.scan(block, h, main)
+        outputs.append(y.reshape((num_chunks * L,) + y.shape[2:]))
+    if rest:
+        h, y = block(h, split(inputs, num_chunks * L, T))
+        outputs.append(y)
+    return (outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)), h
+
+
+def _scan_chunk(config_chunk: int | None) -> int:
+    """The chunk length to use: the configured one, or by backend (sequential on CPU, one scan elsewhere)."""
+    if config_chunk is not None:
+        return config_chunk
+    return 1 if jax.default_backend() == "cpu" else 2**31 - 1
 
 
 # --- layers ---------------------------------------------------------------------------------------------
@@ -215,7 +240,8 @@ class S4DLayer(nnx.Module):
         dtype = jnp.dtype(config.dtype)
         H, N = config.d_model, config.d_state
         self.norm = nnx.RMSNorm(H, epsilon=1e-5, dtype=dtype, param_dtype=dtype, rngs=rngs)
-        self.log_dt = nnx.Param(jnp.log(_log_uniform_dt(rngs.params(), (H,), dtype, config.dt_min, config.dt_max)))
+        dt = _log_uniform_dt(rngs.params(), (H,), dtype, config.dt_min, config.dt_max)
+        self.log_dt = nnx.Param(jnp.log(dt))
         self.log_A_real = nnx.Param(jnp.full((H, N), math.log(0.5), dtype))
         self.A_imag = nnx.Param(jnp.broadcast_to(math.pi * jnp.arange(N, dtype=dtype), (H, N)))
         # C ~ CN(0, 1): unit complex variance, half in each part.
@@ -224,13 +250,11 @@ class S4DLayer(nnx.Module):
         self.D = nnx.Param(jax.random.normal(rngs.params(), (H,), dtype))
         self.out = nnx.Linear(H, 2 * H, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
-    def _discretise(self) -> tuple[Array, Array, Array]:
-        """``(Abar, Bbar, C)``, each complex ``[H, N]`` (zero-order hold)."""
+    def discretise(self) -> tuple[Array, Array, Array]:
+        """``(Abar, Bbar, C)``, each complex ``[H, N]`` (zero-order hold with ``B = 1``)."""
         A = -jnp.exp(self.log_A_real[...]) + 1j * self.A_imag[...]
-        dA = jnp.exp(self.log_dt[...])[:, None] * A
-        Abar = jnp.exp(dA)
-        Bbar = (Abar - 1) / A
-        return Abar, Bbar, self.C_re[...] + 1j * self.C_im[...]
+        Abar = jnp.exp(jnp.exp(self.log_dt[...])[:, None] * A)
+        return Abar, (Abar - 1) / A, self.C_re[...] + 1j * self.C_im[...]
 
     def _mix(self, u: Array, y: Array) -> Array:
         a, g = jnp.split(self.out(jax.nn.gelu(y)), 2, axis=-1)
@@ -238,25 +262,40 @@ class S4DLayer(nnx.Module):
 
     def init_state(self) -> Array:
         """Zero complex state ``[H, N]``."""
-        dtype = self.log_dt[...].dtype
-        return jnp.zeros(self.log_A_real[...].shape, jnp.result_type(dtype, jnp.complex64))
+        dtype = jnp.result_type(self.log_dt[...].dtype, jnp.complex64)
+        return jnp.zeros(self.log_A_real[...].shape, dtype)
 
     def step(self, h: Array, u: Array) -> tuple[Array, Array]:
         """One time step: state ``[H, N]``, input ``[H]`` -> new state, output ``[H]``."""
-        Abar, Bbar, C = self._discretise()
+        Abar, Bbar, C = self.discretise()
         v = self.norm(u)
-        h = Abar * h + Bbar * v[:, None]
-        y = jnp.sum(C * h, axis=-1).real + self.D[...] * v
-        return h, self._mix(u, y)
+        a, b = _s4d_coefficients(Abar, Bbar, v)
+        h = a * h + b
+        return h, self._mix(u, _s4d_readout(C, h) + self.D[...] * v)
 
     def __call__(self, u: Array, chunk: int) -> Array:
-        """The whole sequence at once: ``[T, H]`` -> ``[T, H]`` (zero initial state)."""
-        Abar, Bbar, C = self._discretise()
+        """The whole sequence at once: ``[T, H]`` -> ``[T, H]`` from the zero state."""
+        Abar, Bbar, C = self.discretise()
         v = self.norm(u)
-        b = Bbar * v[:, :, None]  # [T, H, N]
-        a = jnp.broadcast_to(Abar, b.shape)
-        y, _ = linear_recurrence(a, b, self.init_state(), lambda hs, _: jnp.sum(C * hs, axis=-1).real, chunk)
+        y, _ = linear_recurrence(
+            lambda v_c: _s4d_coefficients(Abar, Bbar, v_c),
+            lambda h, _: _s4d_readout(C, h),
+            self.init_state(),
+            v,
+            chunk,
+        )
         return self._mix(u, y + self.D[...] * v)
+
+
+def _s4d_coefficients(Abar: Array, Bbar: Array, v: Array) -> tuple[Array, Array]:
+    # (a_t, b_t) = (Abar, Bbar u_t) for inputs v [..., H]: complex [..., H, N].
+    b = Bbar * v[..., None]
+    return jnp.broadcast_to(Abar, b.shape), b
+
+
+def _s4d_readout(C: Array, h: Array) -> Array:
+    # y_t = Re(sum_n C_n h_{t,n}): [..., H, N] -> [..., H].
+    return jnp.sum(C * h, axis=-1).real
 
 
 class MambaLayer(nnx.Module):
@@ -305,6 +344,9 @@ class MambaLayer(nnx.Module):
         dtype = self.A_log[...].dtype
         return jnp.zeros((self.d_conv - 1, E), dtype), jnp.zeros((E, N), dtype)
 
+    def _gate_out(self, u: Array, y: Array, c: Array, z: Array) -> Array:
+        return u + self.out_proj((y + self.D[...] * c) * jax.nn.silu(z))
+
     def step(self, state: tuple[Array, Array], u: Array) -> tuple[tuple[Array, Array], Array]:
         """One time step: state, input ``[d_model]`` -> new state, output ``[d_model]``."""
         conv_state, h = state
@@ -312,30 +354,38 @@ class MambaLayer(nnx.Module):
         window = jnp.concatenate([conv_state, v[None]], axis=0)  # [K, E], oldest first
         c = jax.nn.silu(jnp.sum(self.conv_w[...] * window, axis=0) + self.conv_b[...])
         delta, B, C = self._selective(c)
-        A = -jnp.exp(self.A_log[...])
-        h = jnp.exp(delta[:, None] * A) * h + (delta * c)[:, None] * B[None, :]
-        y = h @ C + self.D[...] * c
-        return (window[1:], h), u + self.out_proj(y * jax.nn.silu(z))
+        a, b = _mamba_coefficients(-jnp.exp(self.A_log[...]), (delta, c, B, C))
+        h = a * h + b
+        return (window[1:], h), self._gate_out(u, _mamba_readout(h, (delta, c, B, C)), c, z)
 
     def __call__(self, u: Array, chunk: int) -> Array:
-        """The whole sequence at once: ``[T, d_model]`` -> ``[T, d_model]`` (zero initial state)."""
-        T = u.shape[0]
-        K = self.d_conv
+        """The whole sequence at once: ``[T, d_model]`` -> ``[T, d_model]`` from the zero state."""
+        T, K = u.shape[0], self.d_conv
         v, z = jnp.split(self.in_proj(self.norm(u)), 2, axis=-1)
         padded = jnp.concatenate([jnp.zeros((K - 1,) + v.shape[1:], v.dtype), v], axis=0)
         w = self.conv_w[...]
-        conv = sum(w[k] * padded[k : k + T] for k in range(K))
-        c = jax.nn.silu(conv + self.conv_b[...])
+        c = jax.nn.silu(sum(w[k] * padded[k : k + T] for k in range(K)) + self.conv_b[...])
         delta, B, C = self._selective(c)  # [T, E], [T, N], [T, N]
         A = -jnp.exp(self.A_log[...])
-        a = jnp.exp(delta[:, :, None] * A)  # [T, E, N]
-        b = (delta * c)[:, :, None] * B[:, None, :]  # [T, E, N]
-
         y, _ = linear_recurrence(
-            a, b, self.init_state()[1], lambda hs, C_c: jnp.einsum("ten,tn->te", hs, C_c), chunk, extra=C
+            lambda inputs: _mamba_coefficients(A, inputs),
+            _mamba_readout,
+            self.init_state()[1],
+            (delta, c, B, C),
+            chunk,
         )
-        y = y + self.D[...] * c
-        return u + self.out_proj(y * jax.nn.silu(z))
+        return self._gate_out(u, y, c, z)
+
+
+def _mamba_coefficients(A: Array, inputs: tuple) -> tuple[Array, Array]:
+    # (a_t, b_t) = (exp(Delta_t A), Delta_t c_t B_t): [..., E, N] from Delta, c [..., E] and B [..., N].
+    delta, c, B, _ = inputs
+    return jnp.exp(delta[..., None] * A), (delta * c)[..., None] * B[..., None, :]
+
+
+def _mamba_readout(h: Array, inputs: tuple) -> Array:
+    # C_t . h_t: [..., E, N] x [..., N] -> [..., E].
+    return jnp.einsum("...en,...n->...e", h, inputs[3])
 
 
 class Network(nnx.Module):
@@ -393,20 +443,31 @@ class Model(DiscreteModel):
         self.config = config
         self.vocab_size = config.vocab_size
         self.temperature = check_temperature(temperature)
-        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: Network(config, rngs=nnx.Rngs(0))))
+        with warnings.catch_warnings():
+            # A float64 model may be built outside x64 and used inside it; the graph is dtype-agnostic and
+            # no array is allocated here, so JAX's "float64 truncated" warnings are noise.
+            warnings.simplefilter("ignore", UserWarning)
+            self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: Network(config, rngs=nnx.Rngs(0))))
 
     def init(self, key: Array) -> nnx.State:
-        """Fresh parameters (the NNX state of :class:`Network`)."""
+        """Fresh parameters (the NNX state of :class:`Network`), in ``config.dtype``."""
+        if jax.dtypes.canonicalize_dtype(self.config.dtype) != jnp.dtype(self.config.dtype):
+            raise ValueError(
+                f"`config.dtype` = {self.config.dtype!r} needs 64-bit JAX: build and use the model under "
+                "`jax.enable_x64(True)` (or set JAX_ENABLE_X64)."
+            )
         return nnx.split(Network(self.config, rngs=nnx.Rngs(key)))[1]
 
     def _network(self, params: nnx.State) -> Network:
         return nnx.merge(self.graphdef, params)
 
     def initial(self, params):
+        """Zero states fed the BOS vector: the carry before ``x_1`` and the logits ``[V]`` of ``x_1``."""
         net = self._network(params)
         return net.step(net.init_state(), net.bos[...])
 
     def step(self, params, carry, token, position):
+        """Feed ``embed(token)`` through the stack (``position`` is unused: the model is time homogeneous)."""
         net = self._network(params)
         return net.step(carry, net.embed(token))
 
@@ -414,7 +475,7 @@ class Model(DiscreteModel):
         """``[T, V]`` logits by the parallel (associative-scan) pass over ``[BOS, x_1 .. x_{T-1}]``."""
         net = self._network(params)
         inputs = jnp.concatenate([net.bos[...][None], net.embed(x[:-1])], axis=0)
-        return net(inputs, self.config.scan_chunk)
+        return net(inputs, _scan_chunk(self.config.scan_chunk))
 
     def __repr__(self) -> str:
         return f"ssm.Model({self.config}, temperature={self.temperature})"

@@ -16,6 +16,7 @@ MODULES = [
     "epjax.kalman._examples",
     "epjax.stats",
     "epjax.rnn",
+    "epjax.ssm",
 ]
 
 

@@ -126,17 +126,73 @@ def _dense_decomposition(params: Params, num_steps: int) -> Decomposition:
     return Decomposition(*jax.vmap(one_step)(time))
 
 
-def decomposition(params: Params, num_steps: int) -> Decomposition:
+@partial(jax.jit, static_argnames="num_steps")
+def _recursive_decomposition(params: Params, num_steps: int) -> Decomposition:
+    params = _whiten(params)
+    A, C, K = params.A, params.C, params.K
+    n, n_y = A.shape[0], C.shape[0]
+    dtype = A.dtype
+    I_n, I_y = jnp.eye(n, dtype=dtype), jnp.eye(n_y, dtype=dtype)
+    F = A @ (I_n - K @ C)
+    AK = A @ K
+
+    # Forward pass: Pi_t = Cov(xhat_t), t = 1..T+1 (Pi_1 = 0), stored for the pairing with the backward pass.
+    def forward(Pi, _):
+        return A @ (Pi + K @ K.T) @ A.T, Pi
+
+    _, Pi = jax.lax.scan(forward, jnp.zeros((n, n), dtype), None, length=num_steps + 1)
+
+    # Backward pass over t = T..1, with X_t = xhat_{t+1} the state that separates y_t from y_{t+1:T}:
+    #   J: information about X_t carried by y_{t+1:T}   (J_t = C^T C + F^T J_{t+1} F, J_{T+1} = 0)
+    #   g^(t) = Y_t X_t + nu_t, the backward summary, with nu_t independent of (y_t, X_t), Cov(nu_t) = Psi_t
+    #   (Y_{t-1} = F Y_t A + A K C, Psi_{t-1} = F Psi_t F^T + (F Y_t + I) A K K^T A^T (F Y_t + I)^T).
+    def backward(carry, pis):
+        J, Y, Psi = carry
+        Pi_t, Pi_next = pis
+        Sigma_t = C @ Pi_t @ C.T + I_y  # Var(y_t)
+        c_X = (Pi_t @ C.T + K).T @ A.T  # Cov(y_t, X_t)
+        # Retrodiction: Var(y_t | y_{t+1:T}) = Sigma_t - c_X J (I + Pi J)^{-1} c_X^T (push-through, no Pi^{-1}).
+        V = Sigma_t - c_X @ jnp.linalg.solve(I_n + J @ Pi_next, J) @ c_X.T  # (I + J Pi)^{-1} J = J (I + Pi J)^{-1}
+        V = 0.5 * (V + V.T)
+        Cg = Y @ Pi_next @ Y.T + Psi  # Var(g)
+        Cg = 0.5 * (Cg + Cg.T)
+        c_g = c_X @ Y.T  # Cov(y_t, g)
+        Cg_pinv = jnp.linalg.pinv(Cg, rtol=1e-12 * n, hermitian=True)
+        Vg = Sigma_t - c_g @ Cg_pinv @ c_g.T
+        Vg = 0.5 * (Vg + Vg.T)
+        B = c_g @ Cg_pinv - C  # E[y_t | g] - C g, as a map of g
+        M = _gaussian_kl_to_standard(Vg, B, Cg)
+        L = 0.5 * (_logdet_spd(Vg) - _logdet_spd(V))
+        logdet_t = _logdet_spd(Sigma_t)
+        out = (L + M, L, M, 0.5 * logdet_t, 0.5 * (logdet_t - _logdet_spd(Vg)))
+        FYI = F @ Y + I_n
+        carry = (C.T @ C + F.T @ J @ F, F @ Y @ A + AK @ C, F @ Psi @ F.T + FYI @ AK @ AK.T @ FYI.T)
+        return carry, out
+
+    zeros = jnp.zeros((n, n), dtype)
+    _, terms = jax.lax.scan(backward, (zeros, zeros, zeros), (Pi[:-1], Pi[1:]), reverse=True)
+    return Decomposition(*terms)
+
+
+def decomposition(params: Params, num_steps: int, *, method: str = "recursive") -> Decomposition:
     """Exact retrospective decomposition ``S_y = sum_t (L_t + M_t)`` of a Kalman innovation model (SPEC §6).
 
-    Dense reference: builds the ``[T n_y, T n_y]`` path covariance and conditions it, per step, on the future
-    (the retrodiction) and on the backward summary ``g_{t+1}`` (Cholesky solves; a pseudo-inverse for the
-    possibly rank-deficient summary near the end of the sequence). ``O(T (T n_y)^3)`` time: meant for
-    moderate ``T`` (up to a few hundred steps).
+    Methods (equal to float64 round-off):
+
+    * ``"recursive"`` (default): ``O(T n^3)`` time. A forward pass for the state covariances and a backward,
+      smoother-style pass in information form for what the future tells about the state ``xhat_{t+1}`` that
+      separates ``y_t`` from ``y_{t+1:T}``, together with Stein-type recursions for the backward summary
+      ``g_{t+1} = Y_t xhat_{t+1} + nu_t``. Stores the ``T`` state covariances (the output is per step anyway).
+    * ``"dense"``: the reference. Builds the ``[T n_y, T n_y]`` path covariance and conditions it, per step, on
+      the future (the retrodiction) and on ``g_{t+1}``; ``O(T (T n_y)^3)`` time, for moderate ``T``.
+
+    Near the end of the sequence the backward summary can be rank-deficient (fewer future observations than
+    states); conditioning on it then uses a pseudo-inverse.
 
     Args:
         params: the innovation model.
         num_steps: ``T >= 1``.
+        method: ``"recursive"`` or ``"dense"``.
 
     Returns:
         :class:`Decomposition` of per-step arrays ``[T]`` (index ``t - 1`` for step ``t``).
@@ -151,4 +207,8 @@ def decomposition(params: Params, num_steps: int) -> Decomposition:
     """
     params = as_params(params)
     num_steps = check_positive_int("num_steps", num_steps)
-    return _dense_decomposition(params, num_steps)
+    if method == "recursive":
+        return _recursive_decomposition(params, num_steps)
+    if method == "dense":
+        return _dense_decomposition(params, num_steps)
+    raise ValueError(f"`method` must be 'recursive' or 'dense', got {method!r}.")
