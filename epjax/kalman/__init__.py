@@ -5,6 +5,7 @@ log-likelihoods, sampling, the innovation reversal matrix ``R = H^{-1} J H``, th
 (dense, and an O(T) recursion), and its asymptotic rate.
 """
 
+from epjax.kalman._decomposition import Decomposition, decomposition
 from epjax.kalman._exact import (
     EntropyProduction,
     entropy_production,
@@ -12,7 +13,6 @@ from epjax.kalman._exact import (
     entropy_production_rate,
     reversal_matrix,
 )
-from epjax.kalman._decomposition import Decomposition, decomposition
 from epjax.kalman._examples import EXAMPLES, example
 from epjax.kalman._filter import (
     KalmanModel,
