@@ -152,3 +152,29 @@ def test_kalman_recursive_decomposition_long_horizon(x64):
     assert float(d.second_law_bound) <= float(d.total)
     with pytest.raises(ValueError, match="method"):
         kalman.decomposition(params, 4, method="smoother")
+
+
+def test_reverse_model_estimate_brackets_the_exact_terms(x64):
+    from epjax import train
+    from epjax.decomposition import estimate_decomposition, train_reverse_model
+
+    V, T = 3, 5
+    model = markov.MarkovChain(V)
+    P = markov.random_transition(jax.random.key(7), V, concentration=0.3)
+    params = markov.from_probabilities(markov.stationary_distribution(P), P)
+    exact = exact_decomposition(model, params, num_steps=T)
+    assert exact.total > 0.1  # a clearly irreversible chain
+    config = train.TrainConfig(steps=300, batch_size=128, learning_rate=0.05, warmup_steps=20)
+    reverse_params, _ = train_reverse_model(jax.random.key(1), model, params, num_steps=T, num_sequences=4000,
+                                            config=config)
+    est = estimate_decomposition(jax.random.key(2), model, params, model, reverse_params, num_steps=T,
+                                 num_samples=20000)
+    # Each step's estimate is biased downward by the reverse model's excess cross-entropy at that step, which
+    # lies in [0, bias]; so D_t - bias - 4 se <= D_t_hat <= D_t + 4 se.
+    slack = 4 * (est.D_stderr + est.bias_stderr)
+    assert np.all(est.D <= exact.D + slack)
+    assert np.all(est.D >= exact.D - est.bias - slack)
+    assert est.bias > -4 * est.bias_stderr  # KL(P || R) >= 0
+    # total + bias estimates the EP itself.
+    combined_se = np.hypot(est.total_stderr, est.bias_stderr)
+    assert abs(est.total + est.bias - exact.total) < 4 * combined_se + 1e-9
