@@ -5,7 +5,7 @@ time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact
 live in their own namespaces (:mod:`epjax.kalman`, ...).
 """
 
-from epjax import decomposition, kalman, markov, rnn, ssm, stats
+from epjax import decomposition, kalman, markov, rnn, ssm, stats, transformer
 from epjax._contract import AutoregressiveModel
 from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
 from epjax._exact import exact_entropy_production
@@ -25,6 +25,7 @@ __all__ = [
     "rnn",
     "ssm",
     "stats",
+    "transformer",
     "reverse_blocks",
     "reverse_segments",
     "reverse_tokens",

@@ -10,11 +10,12 @@ The layout is GPT-2's (nanoGPT's ``model.py``), written as pure functions over t
     logits  = LN_f(z^L) E^T   (tied)   or   LN_f(z^L) W_head   (untied)
 
 Row ``t`` of :meth:`Model.logits` is the output at position ``t``: the BOS position 0 gives the law of
-``x_1``, position ``t`` the law of ``x_{t+1}``. Scoring ``T <= context_length`` tokens uses positions
-``0 .. T-1`` in one parallel causal pass (``O(T^2)`` attention). Decoding (:meth:`Model.initial`,
-:meth:`Model.step`, hence sampling) keeps a fixed-size key/value cache of ``context_length + 1`` positions,
-because the sampler's last step also consumes ``x_T`` at position ``T``; each new token costs one row of
-work per layer plus attention over the cache, never a recomputation of the prefix.
+``x_1``, position ``t`` the law of ``x_{t+1}``, and ``ln P(x) = sum_t log_softmax(logits)[t, x_{t+1}]``
+(EP paper eq. 3). Scoring ``T <= context_length`` tokens uses positions ``0 .. T-1`` in one parallel causal
+pass (``O(T^2)`` attention). Decoding (:meth:`Model.initial`, :meth:`Model.step`, hence sampling) keeps a
+fixed-size key/value :class:`Cache` of ``context_length + 1`` positions, because the sampler's last step
+also consumes ``x_T`` at position ``T``; each new token costs one row of work per layer plus attention over
+the cache (``O(context_length)``), never a recomputation of the prefix.
 
 With ``b`` set to GPT-2's ``<|endoftext|>`` embedding this is exactly GPT-2 scoring with BOS prepended.
 
@@ -34,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from epjax._discrete import DiscreteModel, check_temperature
@@ -72,12 +74,13 @@ class Config:
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "num_layers", "num_heads", "embed_size", "mlp_ratio"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Config.{name} must be an integer >= 1, got {value!r}.")
+            object.__setattr__(self, name, int(value))  # numpy integers would hash and serialise differently
         if self.embed_size % self.num_heads:
             raise ValueError(
-                f"Config.embed_size must be divisible by Config.num_heads, got embed_size = {self.embed_size} "
-                f"and num_heads = {self.num_heads}."
+                f"Config.embed_size must be divisible by Config.num_heads, got embed_size = "
+                f"{self.embed_size} and num_heads = {self.num_heads}."
             )
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"Config.tie_embeddings must be True or False, got {self.tie_embeddings!r}.")
@@ -111,9 +114,8 @@ class Attention(nnx.Module):
         D, dtype = config.embed_size, jnp.dtype(config.dtype)
         # nanoGPT/GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * num_layers).
         self.qkv = nnx.Linear(D, 3 * D, kernel_init=_normal(0.02), param_dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(
-            D, D, kernel_init=_normal(0.02 / math.sqrt(2 * config.num_layers)), param_dtype=dtype, rngs=rngs
-        )
+        residual_init = _normal(0.02 / math.sqrt(2 * config.num_layers))
+        self.out = nnx.Linear(D, D, kernel_init=residual_init, param_dtype=dtype, rngs=rngs)
 
 
 class MLP(nnx.Module):
@@ -123,9 +125,8 @@ class MLP(nnx.Module):
         D, dtype = config.embed_size, jnp.dtype(config.dtype)
         hidden = config.mlp_ratio * D
         self.fc = nnx.Linear(D, hidden, kernel_init=_normal(0.02), param_dtype=dtype, rngs=rngs)
-        self.proj = nnx.Linear(
-            hidden, D, kernel_init=_normal(0.02 / math.sqrt(2 * config.num_layers)), param_dtype=dtype, rngs=rngs
-        )
+        residual_init = _normal(0.02 / math.sqrt(2 * config.num_layers))
+        self.proj = nnx.Linear(hidden, D, kernel_init=residual_init, param_dtype=dtype, rngs=rngs)
 
 
 class Block(nnx.Module):
@@ -188,16 +189,22 @@ def _head(params: State, z: Array, config: Config) -> Array:
 
 
 def _causal_attention(p: State, x: Array, config: Config) -> Array:
-    """Parallel causal self-attention over all positions: ``[T, D] -> [T, D]``."""
+    """Parallel causal self-attention over all positions: ``[T, D] -> [T, D]``.
+
+    ``softmax(q k^T / sqrt(K) + causal mask) v`` per head; position ``t`` attends to ``s <= t``.
+    """
     T, H, K = x.shape[0], config.num_heads, config.head_size
-    qkv = _linear(p["qkv"], x).reshape(T, 3, H, K)  # [T, 3D] -> [T, 3, H, K]
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [T, H, K] each
-    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # softmax(q k^T / sqrt(K)) v, [T, H, K]
+    # Heads first, so both attention products are plain batched matrix products (no transposes inside).
+    q, k, v = _linear(p["qkv"], x).reshape(T, 3, H, K).transpose(1, 2, 0, 3)  # [T, 3D] -> [3, H, T, K]
+    scores = jnp.einsum("htk,hsk->hts", q, k) / math.sqrt(K)  # [H, T, T]
+    causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # query t sees keys s <= t
+    weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+    y = jnp.einsum("hts,hsk->thk", weights, v)  # [T, H, K]
     return _linear(p["out"], y.reshape(T, H * K))  # [T, H, K] -> [T, D]
 
 
 def _forward(params: State, x: Array, config: Config) -> Array:
-    """Logits ``[T, V]`` of ``x_t`` given ``x_<t`` for all ``t`` in one causal pass over ``(BOS, x_1..x_{T-1})``."""
+    """Logits ``[T, V]`` of ``x_t`` given ``x_<t``: one causal pass over ``(BOS, x_1, .., x_{T-1})``."""
     T = x.shape[0]
     bos = params["bos"][...][None]  # [1, D]
     tokens = params["token_embed"]["embedding"][...][x[:-1]]  # [T-1, D]
@@ -209,42 +216,52 @@ def _forward(params: State, x: Array, config: Config) -> Array:
 
 
 class Cache(NamedTuple):
-    """Fixed-size key/value cache of the decoder.
+    """Fixed-size key/value cache of the decoder: one ``[H, context_length + 1, K]`` array per layer.
+
+    Slot ``s`` of layer ``l`` holds the key (value) of position ``s`` once written; later slots are zero and
+    masked out. One array per layer, heads first: under the engine's ``vmap``, slicing a layer out of a
+    stacked ``[num_layers, ...]`` array, or a slots-first layout, each cost a copy of the cache per token
+    (about 2x slower decoding each on CPU); this way the write is in place and the reads are plain batched
+    matrix-vector products.
 
     Attributes:
-        keys: ``[num_layers, context_length + 1, H, K]``; slot ``s`` holds the key of position ``s`` once
-            written (later slots are zero and masked out).
-        values: same shape, the values.
+        keys: tuple of ``num_layers`` arrays ``[H, context_length + 1, K]``.
+        values: same, the values.
     """
 
-    keys: Array
-    values: Array
+    keys: tuple[Array, ...]
+    values: tuple[Array, ...]
 
 
-def _cached_attention(p: State, x: Array, cache: Cache, layer: int, position: Array, config: Config):
-    """Self-attention of the single position ``position`` over the cache: ``[D] -> [D]``, updated cache.
+def _cached_attention(p: State, x: Array, keys: Array, values: Array, position: Array, config: Config):
+    """Self-attention of the single position ``position`` over one layer's cache: ``[D] -> [D]``.
 
-    Writes this position's key and value into slot ``position`` of layer ``layer``, then attends to the slots
-    ``<= position`` (the causal mask of the parallel pass, one row at a time).
+    Writes this position's key and value into slot ``position``, then attends to the slots ``<= position``
+    (one row of the parallel pass's causal attention). Returns the output and the updated ``keys, values``.
     """
     H, K = config.num_heads, config.head_size
     q, k, v = _linear(p["qkv"], x).reshape(3, H, K)  # [3D] -> [3, H, K]
-    keys = jax.lax.dynamic_update_slice(cache.keys, k[None, None], (layer, position, 0, 0))
-    values = jax.lax.dynamic_update_slice(cache.values, v[None, None], (layer, position, 0, 0))
-    scores = jnp.einsum("hk,shk->hs", q, keys[layer]) / math.sqrt(K)  # [H, context_length + 1]
+    start = (jnp.int32(0), position, jnp.int32(0))  # slot `position` of every head
+    keys = jax.lax.dynamic_update_slice(keys, k[:, None], start)  # [H, S, K], S = context_length + 1
+    values = jax.lax.dynamic_update_slice(values, v[:, None], start)
+    scores = jnp.einsum("hk,hsk->hs", q, keys) / math.sqrt(K)  # [H, S]
     visible = jnp.arange(keys.shape[1]) <= position
     weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-    y = jnp.einsum("hs,shk->hk", weights, values[layer]).reshape(H * K)  # [H, K] -> [D]
-    return _linear(p["out"], y), Cache(keys, values)
+    y = jnp.einsum("hs,hsk->hk", weights, values).reshape(H * K)  # [H, K] -> [D]
+    return _linear(p["out"], y), keys, values
 
 
 def _decode(params: State, cache: Cache, z: Array, position: Array, config: Config) -> tuple[Cache, Array]:
-    """Run the embedded input ``z`` ``[D]`` at ``position`` through the blocks; return cache and logits ``[V]``."""
+    """Run the embedded input ``z`` ``[D]`` at ``position`` through the blocks: new cache, logits ``[V]``."""
+    keys, values = list(cache.keys), list(cache.values)
     for layer, block in enumerate(params["blocks"].values()):
-        y, cache = _cached_attention(block["attn"], _layer_norm(block["ln_1"], z), cache, layer, position, config)
+        u = _layer_norm(block["ln_1"], z)
+        y, keys[layer], values[layer] = _cached_attention(
+            block["attn"], u, keys[layer], values[layer], position, config
+        )
         z = z + y
         z = z + _mlp(block["mlp"], _layer_norm(block["ln_2"], z))
-    return cache, _head(params, z, config)
+    return Cache(tuple(keys), tuple(values)), _head(params, z, config)
 
 
 # --- the model contract -----------------------------------------------------------------------------------
@@ -275,11 +292,17 @@ class Model(DiscreteModel):
         self.vocab_size = config.vocab_size
         self.max_length = config.context_length
         self.temperature = check_temperature(temperature)
-        # The graph is static: build it once from abstract arrays (nothing is allocated).
-        self.graphdef = nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))))[0]
+        # The graph is static: build it once from abstract arrays (nothing is allocated; 64-bit enabled
+        # locally so a float64 config can be declared outside `jax.enable_x64` without dtype warnings).
+        with jax.enable_x64(config.dtype == "float64" or jax.config.jax_enable_x64):
+            self.graphdef = nnx.split(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))))[0]
 
     def init(self, key: Array) -> State:
-        """Fresh GPT-2-style parameters (``N(0, 0.02)`` weights, scaled residual projections)."""
+        """Fresh GPT-2-style parameters from a ``jax.random`` key: the ``nnx.State`` of :class:`GPT`.
+
+        Weights ``N(0, 0.02)``, residual projections ``N(0, 0.02 / sqrt(2 num_layers))``, biases 0,
+        LayerNorm scales 1.
+        """
         if jax.dtypes.canonicalize_dtype(jnp.dtype(self.config.dtype)) != jnp.dtype(self.config.dtype):
             raise ValueError(
                 f"Config.dtype = {self.config.dtype!r} needs 64-bit JAX: use `with jax.enable_x64(True):`."
@@ -300,8 +323,9 @@ class Model(DiscreteModel):
         self.check_params(params)
         c = self.config
         dtype = params["bos"][...].dtype
-        shape = (c.num_layers, c.context_length + 1, c.num_heads, c.head_size)
-        cache = Cache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        shape = (c.num_heads, c.context_length + 1, c.head_size)
+        empty = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_layers))
+        cache = Cache(empty, empty)
         z = params["bos"][...] + params["position_embed"][...][0]
         return _decode(params, cache, z, jnp.zeros((), jnp.int32), c)
 

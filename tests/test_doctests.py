@@ -17,6 +17,7 @@ MODULES = [
     "epjax.stats",
     "epjax.rnn",
     "epjax.ssm",
+    "epjax.transformer",
 ]
 
 
