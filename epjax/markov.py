@@ -158,7 +158,9 @@ class MarkovChain(DiscreteModel):
     def init(self, key: Array) -> Params:
         """A random chain started from the uniform law."""
         V = self.vocab_size
-        return from_probabilities(jnp.full((V,), 1.0 / V), random_transition(key, V))
+        P = random_transition(key, V)
+        # A strongly typed start (a weak-typed float would make jit recompile once training updates it).
+        return from_probabilities(jnp.full((V,), 1.0 / V, dtype=P.dtype), P)
 
     def initial(self, params: Params):
         """No state before the first token; its law is the initial distribution."""

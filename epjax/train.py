@@ -275,7 +275,8 @@ def load(path: str | os.PathLike) -> tuple[DiscreteModel, PyTree, dict]:
         raise ValueError(f"model file {os.fspath(path)!r} has no epjax metadata (not saved by epjax.train.save).")
     meta = json.loads(arrays.pop(_META_KEY).tobytes().decode())
     model = build_model(meta["model"])
-    template = model.init(jax.random.key(0))
+    # The parameter tree's structure, shapes and dtypes, without initialising (no compute, no memory).
+    template = jax.eval_shape(model.init, jax.random.key(0))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     values = []
     for p, leaf in leaves:
