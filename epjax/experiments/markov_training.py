@@ -1,0 +1,482 @@
+"""Neural models trained on an irreversible Markov chain: their EP converges to the chain's exact EP.
+
+A first-order chain with transition matrix ``P`` and stationary law ``pi`` has, started from ``pi``, the exact
+entropy production (SPEC §2; :mod:`epjax.markov`)
+
+    S_chain(T) = (T - 1) r,        r = sum_ij pi_i P_ij ln(P_ij / P_ji)    (0 iff detailed balance holds),
+
+and no model scores its stationary sequences of length ``L`` better, in expectation, than the cross-entropy
+per token
+
+    l*(L) = [H(pi) + (L - 1) h] / L,       h = -sum_ij pi_i P_ij ln P_ij    (the entropy rate).
+
+EP is a property of one model's path law (SPEC §2), so a model trained by maximum likelihood on such sequences
+must have ``S_model(T) -> S_chain(T)`` as its held-out loss approaches ``l*``. This module runs that
+experiment: build the chain (:func:`make_chain`), sample data (:func:`sample_sequences`), build a model of
+any family (:func:`family_model`) and train it while measuring its Monte Carlo EP at checkpoints
+(:func:`train_on_chain`).
+
+How close is close enough. Let ``eps`` be the model's excess held-out loss per token over the chain's,
+i.e. ``KL(chain || model) / L`` on length-``L`` sequences. For a first-order chain ``theta`` (logits of the
+initial law and of the transitions) near the true one, ``KL ~= 1/2 d^T F d`` with ``F`` the Fisher
+information of the length-``L`` path law, and ``S(T)`` moves by ``g . d`` with ``g = grad S(T)``; the largest
+move with ``KL = L eps`` is ``sqrt(2 eps) s``, ``s = sqrt(L g^T F^+ g)`` (:func:`ep_sensitivity`, exact
+through :func:`epjax.markov.entropy_production`). So a learned model is accepted when
+
+    |S_model(T) - S_chain(T)| <= k SE + sqrt(2 eps_+) s,     eps_+ = max(eps, 0) + 2 SE(eps)
+
+(:meth:`TrainingRun.tolerance`, ``k = 4``). This is a first-order (delta-method) band over models that are
+first-order chains; a neural model can also err through longer contexts, which the held-out KL charges for
+but the band does not model. The band is a tolerance, not a theorem; it shrinks to the Monte Carlo error as
+``eps -> 0``, which is what makes "EP converges as the model learns" a testable statement. (The same
+perturbation argument over arbitrary path laws gives ``|dS| <= sqrt(chi2) sd(sigma - e^{-sigma})``, useless
+here: ``E[e^{-2 sigma}]`` grows exponentially with ``T``.)
+
+Data flows one way: this module imports the families and the engine; they never import it.
+
+>>> chain = make_chain()  # the default chain: 4 tokens, seed 20
+>>> round(chain.ep_rate, 4), round(chain.entropy_rate, 4)
+(0.385, 1.2064)
+>>> round(chain.exact_entropy_production(32), 4), round(chain.optimal_loss(32), 4)
+(11.9358, 1.2113)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax import markov, rnn, ssm, train, transformer
+from epjax._checks import check_positive_int
+from epjax._discrete import DiscreteModel
+from epjax._estimators import Estimate, entropy_production
+
+Array = jax.Array
+PyTree = Any
+
+DEFAULT_CHAIN_SEED = 20
+"""Seed of the default chain: with 4 tokens and concentration 1 it is clearly irreversible (r = 0.385
+nats/step, entropy rate h = 1.206 nats) and every transition has probability >= 0.068, so all of them are seen
+often in a few thousand training sequences."""
+
+FAMILIES = ("rnn", "transformer", "ssm", "markov")
+
+# Preset sizes per family: (width, layers). Width is the RNN hidden size, the Transformer embedding size and
+# the SSM's d_model.
+SIZES: dict[str, dict[str, tuple[int, int]]] = {
+    "rnn": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
+    "transformer": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
+    "ssm": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
+}
+
+
+class Chain(NamedTuple):
+    """A stationary first-order Markov chain with its exact reference values (float64 numbers).
+
+    Attributes:
+        params: :class:`epjax.markov.Params` of the chain started from its stationary law (a contract model's
+            parameters, in JAX's default float dtype).
+        transition: ``[V, V]`` row-stochastic ``P`` (float64).
+        stationary: ``[V]`` its stationary law ``pi`` (float64).
+        ep_rate: ``r = sum_ij pi_i P_ij ln(P_ij / P_ji)``, the exact EP per step (nats).
+        entropy_rate: ``h = -sum_ij pi_i P_ij ln P_ij`` (nats per token).
+        initial_entropy: ``H(pi)``, the cross-entropy floor of the first token.
+    """
+
+    params: markov.Params
+    transition: np.ndarray
+    stationary: np.ndarray
+    ep_rate: float
+    entropy_rate: float
+    initial_entropy: float
+
+    @property
+    def vocab_size(self) -> int:
+        """Alphabet size ``V``."""
+        return int(self.transition.shape[0])
+
+    @property
+    def model(self) -> markov.MarkovChain:
+        """The chain as a contract model (use with :attr:`params`); one object per ``V``, so jit caches hit."""
+        return _chain_model(self.vocab_size)
+
+    def exact_entropy_production(self, num_steps: int) -> float:
+        """``S_chain(T) = (T - 1) r``: the exact EP of ``T`` stationary tokens."""
+        return (check_positive_int("num_steps", num_steps) - 1) * self.ep_rate
+
+    def optimal_loss(self, length: int) -> float:
+        """``l*(L) = [H(pi) + (L - 1) h] / L``: the least expected held-out loss per token on length-``L`` data."""
+        length = check_positive_int("length", length)
+        return (self.initial_entropy + (length - 1) * self.entropy_rate) / length
+
+
+@jax.jit
+def _stationary_values(P: Array) -> tuple[Array, Array]:
+    # One compiled program instead of many eager float64 ops.
+    return markov.stationary_distribution(P), markov.stationary_entropy_production_rate(P)
+
+
+@functools.cache
+def _chain_model(vocab_size: int) -> markov.MarkovChain:
+    return markov.MarkovChain(vocab_size)
+
+
+def chain_from_transition(transition: Any) -> Chain:
+    """The stationary :class:`Chain` of a row-stochastic matrix, its exact values computed in float64.
+
+    Args:
+        transition: ``[V, V]`` with non-negative entries and rows summing to 1 (validated).
+
+    Returns:
+        The :class:`Chain` started from its stationary law.
+    """
+    P = np.asarray(transition, dtype=np.float64)
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] < 1:
+        raise ValueError(f"`transition` must be a square matrix [V, V], got shape {P.shape}.")
+    if not np.all(np.isfinite(P)) or P.min() < 0 or np.max(np.abs(P.sum(axis=1) - 1)) > 1e-6:
+        raise ValueError("`transition` must have finite non-negative entries with rows summing to 1.")
+    P = P / P.sum(axis=1, keepdims=True)
+    with jax.enable_x64(True):
+        pi, rate = _stationary_values(jnp.asarray(P))
+        pi, rate = np.clip(np.asarray(pi), 0.0, None), float(rate)
+    pi = pi / pi.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy_rate = float(-np.sum(np.where(P > 0, pi[:, None] * P * np.log(P), 0.0)))
+        initial_entropy = float(-np.sum(np.where(pi > 0, pi * np.log(pi), 0.0)))
+    params = markov.from_probabilities(jnp.asarray(pi), jnp.asarray(P))  # JAX's default float dtype
+    return Chain(params, P, pi, rate, entropy_rate, initial_entropy)
+
+
+def make_chain(seed: int = DEFAULT_CHAIN_SEED, *, vocab_size: int = 4, concentration: float = 1.0) -> Chain:
+    """A random chain (Dirichlet rows, :func:`epjax.markov.random_transition`) that breaks detailed balance.
+
+    Args:
+        seed: seed of the transition matrix (the default gives the chain described at
+            :data:`DEFAULT_CHAIN_SEED`).
+        vocab_size: alphabet size ``V``.
+        concentration: Dirichlet concentration of each row (smaller: peakier rows, larger EP, rarer
+            transitions).
+
+    Returns:
+        The stationary :class:`Chain`.
+    """
+    check_positive_int("seed", seed, minimum=0)
+    vocab_size = check_positive_int("vocab_size", vocab_size, minimum=2)
+    if not (isinstance(concentration, (int, float)) and math.isfinite(concentration) and concentration > 0):
+        raise ValueError(f"`concentration` must be a finite number > 0, got {concentration!r}.")
+    # Drawn in float64 whatever JAX's default precision, so that a seed names one chain.
+    with jax.enable_x64(True):
+        P = np.asarray(markov.random_transition(jax.random.key(seed), vocab_size, concentration=concentration))
+    return chain_from_transition(P)
+
+
+def sample_sequences(key: Array, chain: Chain, num_sequences: int, length: int) -> np.ndarray:
+    """``num_sequences`` independent stationary sequences of ``length`` tokens, int32 ``[N, L]``."""
+    num_sequences = check_positive_int("num_sequences", num_sequences)
+    length = check_positive_int("length", length)
+    keys = jax.random.split(key, num_sequences)
+    return np.asarray(_sample_batch(chain.model, chain.params, keys, length), dtype=np.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "length"))
+def _sample_batch(model: DiscreteModel, params: PyTree, keys: Array, length: int) -> Array:
+    return jax.vmap(lambda k: model.sample(k, params, length))(keys)
+
+
+def family_model(
+    family: str,
+    vocab_size: int,
+    *,
+    context_length: int | None = None,
+    size: str = "small",
+    width: int | None = None,
+    layers: int | None = None,
+    cell: str = "gru",
+    ssm_kind: str = "mamba",
+    num_heads: int | None = None,
+) -> DiscreteModel:
+    """A fresh model of a family at a preset size (:data:`SIZES`), with optional overrides.
+
+    Args:
+        family: ``"rnn"``, ``"transformer"``, ``"ssm"`` or ``"markov"`` (a chain fitted directly: the
+            well-specified reference).
+        vocab_size: alphabet size ``V``.
+        context_length: longest sequence the Transformer handles (required for it, ignored otherwise).
+        size: ``"tiny"``, ``"small"`` or ``"medium"``.
+        width: overrides the preset width (RNN hidden size, Transformer embedding size, SSM ``d_model``).
+        layers: overrides the preset number of layers.
+        cell: RNN cell, ``"gru"``, ``"lstm"`` or ``"elman"``.
+        ssm_kind: ``"mamba"`` (selective) or ``"s4d"`` (linear time-invariant).
+        num_heads: Transformer attention heads (default: 2, or 4 from width 64).
+
+    Returns:
+        The model (``epjax.rnn.Model``, ``epjax.transformer.Model``, ``epjax.ssm.Model`` or
+        ``epjax.markov.MarkovChain``).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")
+    vocab_size = check_positive_int("vocab_size", vocab_size)
+    if family == "markov":
+        return markov.MarkovChain(vocab_size)
+    if size not in SIZES[family]:
+        raise ValueError(f"`size` must be one of {tuple(SIZES[family])}, got {size!r}.")
+    preset_width, preset_layers = SIZES[family][size]
+    width = preset_width if width is None else check_positive_int("width", width)
+    layers = preset_layers if layers is None else check_positive_int("layers", layers)
+    if family == "rnn":
+        return rnn.Model(rnn.Config(vocab_size, hidden_size=width, num_layers=layers, cell=cell))
+    if family == "ssm":
+        d_state = 8 if width <= 32 else 16
+        config = ssm.Config(vocab_size, kind=ssm_kind, d_model=width, num_layers=layers, d_state=d_state)
+        return ssm.Model(config)
+    if context_length is None:
+        raise ValueError("`context_length` is required for a Transformer (the longest sequence it handles).")
+    context_length = check_positive_int("context_length", context_length)
+    heads = (4 if width >= 64 else 2) if num_heads is None else check_positive_int("num_heads", num_heads)
+    if width % heads:
+        raise ValueError(f"the Transformer width {width} must be divisible by its number of heads {heads}.")
+    return transformer.Model(
+        transformer.Config(
+            vocab_size, context_length=context_length, num_layers=layers, num_heads=heads, embed_size=width
+        )
+    )
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _ep_gradient(params: markov.Params, num_steps: int) -> markov.Params:
+    return jax.grad(markov.entropy_production)(params, num_steps)
+
+
+def ep_sensitivity(chain: Chain, num_steps: int, length: int) -> float:
+    """First-order sensitivity ``s`` of the EP to learning error (module docstring), in float64.
+
+    Among first-order chains whose path law over ``length`` tokens is within ``KL = length * eps`` of
+    ``chain``, the largest first-order change of ``S(num_steps)`` is ``sqrt(2 eps) s`` with
+    ``s = sqrt(L g^T F^+ g)``. ``g`` is the gradient of :func:`epjax.markov.entropy_production` in the logits
+    ``(log p_1, log P)``; the Fisher information is ``diag(pi) - pi pi^T`` for the first token and
+    ``(L - 1) pi_i (diag(P_i) - P_i P_i^T)`` for row ``i`` of the transitions. ``g`` sums to zero over each
+    row (softmax gauge), so ``g^T F^+ g = sum_j g_j^2 / pi_j + sum_ij g_ij^2 / ((L - 1) pi_i P_ij)``.
+
+    Args:
+        chain: the reference chain (strictly positive ``pi`` and ``P`` where ``g`` is non-zero).
+        num_steps: EP horizon ``T``.
+        length: sequence length ``L`` at which the excess loss is measured.
+
+    Returns:
+        ``s`` in nats per ``sqrt(nat)``.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    length = check_positive_int("length", length)
+    pi, P = chain.stationary, chain.transition
+    with jax.enable_x64(True):
+        params = markov.Params(jnp.log(jnp.asarray(pi)), jnp.log(jnp.asarray(P)))
+        grad = _ep_gradient(params, num_steps)
+        g_init, g_trans = np.asarray(grad.log_initial), np.asarray(grad.log_transition)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quad = np.sum(np.where(g_init != 0, g_init**2 / pi, 0.0))
+        if length > 1:
+            quad += np.sum(np.where(g_trans != 0, g_trans**2 / (pi[:, None] * P), 0.0)) / (length - 1)
+        elif np.any(g_trans != 0):
+            quad = math.inf  # one-token data says nothing about the transitions
+    return float(math.sqrt(length * quad))
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _sequence_losses(model: DiscreteModel, params: PyTree, batch: Array) -> Array:
+    return jax.vmap(lambda x: -jnp.mean(model.log_probs(params, x)))(batch)
+
+
+def sequence_losses(model: DiscreteModel, params: PyTree, data: Any, *, chunk: int = 512) -> np.ndarray:
+    """Per-sequence cross-entropy (mean negative log-probability per token) of ``data [N, L]``, float64 ``[N]``.
+
+    Scored in jitted chunks of one shape (the last one padded), so one compilation serves any ``N``.
+    """
+    data = np.asarray(train.check_sequences("data", data, model.vocab_size))
+    model.check_params(params)
+    num = data.shape[0]
+    chunk = min(check_positive_int("chunk", chunk), num)
+    out = []
+    for start in range(0, num, chunk):
+        batch = data[start : start + chunk]
+        if batch.shape[0] < chunk:
+            batch = np.concatenate([batch, np.repeat(batch[:1], chunk - batch.shape[0], axis=0)])
+        out.append(np.asarray(_sequence_losses(model, params, batch), dtype=np.float64))
+    return np.concatenate(out)[:num]
+
+
+class TrainingRun(NamedTuple):
+    """A model trained on a chain's sequences, with its EP and held-out loss recorded at checkpoints.
+
+    Checkpoint 0 is the untrained model. Losses are nats per token, EP in nats.
+
+    Attributes:
+        label: a name for tables and legends.
+        model: the trained model.
+        params: its final parameters.
+        steps: ``[K]`` training steps of the checkpoints (the first is 0).
+        ep_mean: ``[K]`` Monte Carlo EP of the model at ``num_steps`` tokens at each checkpoint.
+        ep_stderr: ``[K]`` its standard error.
+        eval_loss: ``[K]`` held-out loss at each checkpoint.
+        num_steps: the EP horizon ``T``.
+        num_samples: Monte Carlo trajectories per checkpoint.
+        exact_ep: the chain's exact ``S_chain(T) = (T - 1) r``.
+        sensitivity: :func:`ep_sensitivity` of the chain at ``T`` for the held-out length.
+        entropy_rate: the chain's entropy rate ``h``.
+        optimal_loss: ``l*(L)`` for the held-out length ``L`` (the expected loss of the chain itself).
+        chain_eval_loss: the chain's own loss on the same held-out sequences (``l*`` plus sampling noise).
+        excess_loss: final ``eps`` = model minus chain loss on the held-out sequences (paired), an estimate of
+            ``KL(chain || model)`` per token.
+        excess_loss_stderr: standard error of ``excess_loss`` over held-out sequences.
+        final: the last checkpoint's :class:`epjax.Estimate` (samples, running mean, diagnostics).
+        history: the :class:`epjax.train.History` of the training loop.
+        seconds: wall time of training and measuring.
+    """
+
+    label: str
+    model: DiscreteModel
+    params: PyTree
+    steps: np.ndarray
+    ep_mean: np.ndarray
+    ep_stderr: np.ndarray
+    eval_loss: np.ndarray
+    num_steps: int
+    num_samples: int
+    exact_ep: float
+    sensitivity: float
+    entropy_rate: float
+    optimal_loss: float
+    chain_eval_loss: float
+    excess_loss: float
+    excess_loss_stderr: float
+    final: Estimate
+    history: train.History
+    seconds: float
+
+    @property
+    def error(self) -> float:
+        """Final ``S_model(T) - S_chain(T)``."""
+        return float(self.ep_mean[-1] - self.exact_ep)
+
+    @property
+    def excess_bound(self) -> float:
+        """``eps_+ = max(eps, 0) + 2 SE(eps)``: an upper estimate of the final ``KL(chain || model)`` per token."""
+        return max(self.excess_loss, 0.0) + 2 * self.excess_loss_stderr
+
+    def tolerance(self, num_stderr: float = 4.0) -> float:
+        """``k SE + sqrt(2 eps_+) s``: the accepted ``|error|`` of the final model (module docstring)."""
+        return num_stderr * float(self.ep_stderr[-1]) + math.sqrt(2 * self.excess_bound) * self.sensitivity
+
+    def converged(self, num_stderr: float = 4.0) -> bool:
+        """Whether the final EP is within :meth:`tolerance` of the chain's exact EP."""
+        return abs(self.error) <= self.tolerance(num_stderr)
+
+    def learning_band(self) -> np.ndarray:
+        """``[K]`` ``sqrt(2 eps_k) s`` at each checkpoint, ``eps_k`` the held-out excess there (no SE term)."""
+        eps = np.maximum(self.eval_loss - self.chain_eval_loss, 0.0)
+        return np.sqrt(2 * eps) * self.sensitivity
+
+
+def train_on_chain(
+    key: Array,
+    model: DiscreteModel,
+    chain: Chain,
+    train_data: Any,
+    eval_data: Any,
+    *,
+    config: train.TrainConfig,
+    ep_num_steps: int,
+    ep_num_samples: int,
+    ep_batch_size: int = 1024,
+    label: str | None = None,
+    progress: bool = False,
+) -> TrainingRun:
+    """Train ``model`` on ``train_data`` with :func:`epjax.train.train`, measuring its EP at checkpoints.
+
+    Every ``config.eval_every`` steps (and before the first, and after the last) the held-out loss is
+    recorded and ``epjax.entropy_production`` estimates the model's EP at ``ep_num_steps`` tokens with
+    ``ep_num_samples`` fresh trajectories (checkpoint ``k`` uses ``fold_in(key_ep, step)``: independent
+    estimates).
+
+    Args:
+        key: a ``jax.random`` key (initialisation, batches, EP sampling).
+        model: a discrete family model (e.g. from :func:`family_model`).
+        chain: the chain that generated the data.
+        train_data: training sequences ``[N, L]``.
+        eval_data: held-out sequences ``[M, L']``.
+        config: optimiser settings; ``config.eval_every`` sets the checkpoint period.
+        ep_num_steps: EP horizon ``T`` (at most the Transformer's context).
+        ep_num_samples: Monte Carlo trajectories per checkpoint.
+        ep_batch_size: trajectories per compiled batch.
+        label: name of the run (default: the model's family).
+        progress: show the training progress bar.
+
+    Returns:
+        The :class:`TrainingRun`.
+    """
+    import time
+
+    start = time.perf_counter()
+    ep_num_steps = check_positive_int("ep_num_steps", ep_num_steps)
+    ep_num_samples = check_positive_int("ep_num_samples", ep_num_samples, minimum=2)
+    eval_data = train.check_sequences("eval_data", eval_data, model.vocab_size)
+    if model.vocab_size != chain.vocab_size:
+        raise ValueError(f"the model's vocab_size {model.vocab_size} differs from the chain's {chain.vocab_size}.")
+    init_key, train_key, ep_key = jax.random.split(key, 3)
+    params = model.init(init_key)
+    estimates: dict[int, Estimate] = {}
+
+    def measure(step: int, p: PyTree) -> None:
+        estimates[step] = entropy_production(
+            jax.random.fold_in(ep_key, step),
+            model,
+            p,
+            num_steps=ep_num_steps,
+            num_samples=ep_num_samples,
+            batch_size=ep_batch_size,
+        )
+
+    measure(0, params)
+    initial_loss = float(np.mean(sequence_losses(model, params, eval_data)))
+    # train() evaluates the held-out loss at the same steps as it calls back (every eval_every, and the last).
+    params, history = train.train(
+        train_key,
+        model,
+        params,
+        train_data,
+        config=config,
+        eval_data=eval_data,
+        callback=measure,
+        callback_every=config.eval_every,
+        progress=progress,
+    )
+    steps = [0, *(int(s) for s in history.eval_steps)]
+    losses = [initial_loss, *(float(v) for v in history.eval_loss)]
+    model_losses = sequence_losses(model, params, eval_data)
+    chain_losses = sequence_losses(chain.model, chain.params, eval_data)
+    diff = model_losses - chain_losses
+    return TrainingRun(
+        label=label or getattr(model, "family", type(model).__name__),
+        model=model,
+        params=params,
+        steps=np.asarray(steps, dtype=np.int64),
+        ep_mean=np.asarray([estimates[s].mean for s in steps], dtype=np.float64),
+        ep_stderr=np.asarray([estimates[s].stderr for s in steps], dtype=np.float64),
+        eval_loss=np.asarray(losses, dtype=np.float64),
+        num_steps=ep_num_steps,
+        num_samples=ep_num_samples,
+        exact_ep=chain.exact_entropy_production(ep_num_steps),
+        sensitivity=ep_sensitivity(chain, ep_num_steps, int(eval_data.shape[1])),
+        entropy_rate=chain.entropy_rate,
+        optimal_loss=chain.optimal_loss(int(eval_data.shape[1])),
+        chain_eval_loss=float(np.mean(chain_losses)),
+        excess_loss=float(np.mean(diff)),
+        excess_loss_stderr=float(np.std(diff, ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else math.nan,
+        final=estimates[steps[-1]],
+        history=history,
+        seconds=time.perf_counter() - start,
+    )
