@@ -1,0 +1,675 @@
+"""Entropy production of text: scoring fixed texts and sampling from a language model (SPEC §3, §7).
+
+Token ids, not strings, are what the models score. A text is tokenized once (``tokenizer.encode``, no BOS:
+the pretrained models prepend BOS themselves, in both directions, as the EP paper does) and then
+
+    token level      sigma  = ln P(x) - ln P(reverse_tokens(x))                (eq. 18)
+    sentence level   sigma' = ln P(x) - ln P(reverse_segments(x, ends))        (eqs. 28-36)
+
+where ``ends = tokenizer.sentence_end_mask()[x]`` marks the tokens whose decoded text ends in '.', '!' or
+'?' -- decided on the ids, never by re-tokenising strings. Sentence reversal keeps each sentence's tokens in
+order and reverses the order of the sentences. It is a bijection only on sequences whose last token ends a
+sentence, so a text that does not end with a sentence end is refused, unless ``truncate=True`` drops the tail
+after its last sentence end.
+
+Rates are per token: ``sigma / T`` with ``T = len(x)``, and ``sigma' / T'`` with ``T'`` the length after any
+truncation.
+
+Batch scoring pads every sequence at the end to a length bucket and masks the padding out of the sums: the
+models are causal, so ``log p(x_t | x_<t)`` does not depend on what follows ``x_t``, and one compiled function
+per (batch, bucket) shape scores texts of any length up to the bucket.
+
+Sampling (:func:`sample_entropy_production`) draws sequences from BOS at a temperature and measures both
+rates; :func:`fluctuation_check` tests the integral fluctuation theorem ``E[exp(-sigma)] = 1`` (eq. 20) where
+it is measurable: short sequences at a high temperature.
+
+Truncation at a sample-dependent point. The block-level theorem ``E[exp(-sigma')] = 1`` holds for a
+bijection on a fixed set of sequences. Truncating each sample after its *own* last sentence end mixes
+sequences of different lengths chosen by the sample itself, and drops the samples with no sentence end, so
+at block level the fluctuation theorem (and ``S' >= 0`` as an exact identity) is only approximate (SPEC §3).
+The token-level quantities involve no truncation and are exact.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax._checks import check_positive_int
+from epjax._estimators import Estimate, estimate_from_samples
+from epjax._reversal import reverse_segments
+from epjax.stats import Interval, bootstrap_ci
+
+LEVELS = ("token", "sentence")
+DEFAULT_BUCKET = 16
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tokens and their sentence blocks
+# ------------------------------------------------------------------------------------------------------------
+
+
+_END_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _end_mask(tokenizer: Any) -> np.ndarray:
+    # The mask depends only on the vocabulary: compute it once per tokenizer.
+    try:
+        return _END_MASKS[tokenizer]
+    except (KeyError, TypeError):
+        mask = np.asarray(tokenizer.sentence_end_mask(), dtype=bool)
+    try:
+        _END_MASKS[tokenizer] = mask
+    except TypeError:  # pragma: no cover - a tokenizer that cannot be weakly referenced
+        pass
+    return mask
+
+
+def sentence_ends(x: Any, end_mask: Any) -> np.ndarray:
+    """Bool ``[T]``: True where token ``x_t`` ends a sentence (``end_mask[x_t]``), decided on ids.
+
+    Args:
+        x: int ``[T]`` token ids.
+        end_mask: bool ``[V]``, e.g. ``tokenizer.sentence_end_mask()``.
+
+    >>> sentence_ends([5, 1, 2, 1], np.array([False, True, False, False, False, False])).tolist()
+    [False, True, False, True]
+    """
+    return np.asarray(end_mask, dtype=bool)[np.asarray(x, dtype=np.int64)]
+
+
+def truncate_after_last_end(x: Any, ends: Any) -> np.ndarray | None:
+    """``x`` up to and including its last sentence end, or ``None`` when it has none.
+
+    >>> truncate_after_last_end(np.array([3, 4, 5, 6]), np.array([False, True, False, False])).tolist()
+    [3, 4]
+    """
+    ends = np.asarray(ends, dtype=bool)
+    where = np.flatnonzero(ends)
+    if where.size == 0:
+        return None
+    return np.asarray(x)[: where[-1] + 1]
+
+
+def reverse_sentences(x: Any, end_mask: Any) -> np.ndarray:
+    """Sentence-block reversal of token ids: the sentences in reverse order, each kept in order (SPEC §3).
+
+    Args:
+        x: int ``[T]`` token ids whose last token ends a sentence.
+        end_mask: bool ``[V]`` sentence-end tokens.
+
+    Returns:
+        int ``[T]``, the reversed sequence.
+
+    Raises:
+        ValueError: the last token does not end a sentence (the map would not be a bijection).
+
+    >>> mask = np.array([False, True, False, False])     # token 1 is '.'
+    >>> reverse_sentences(np.array([2, 3, 1, 2, 1]), mask).tolist()
+    [2, 1, 2, 3, 1]
+    """
+    x = np.asarray(x)
+    ends = sentence_ends(x, end_mask)
+    if x.size == 0 or not ends[-1]:
+        raise ValueError(
+            "the last token must end a sentence for sentence-block reversal (a bijection only on such "
+            "sequences); truncate the sequence after its last sentence end."
+        )
+    return np.asarray(reverse_segments(x, ends))
+
+
+def text_tokens(
+    tokenizer: Any, text: str, *, max_length: int | None = None, sentences: bool = False, truncate: bool = False
+) -> np.ndarray:
+    """Token ids of ``text`` (no BOS), checked for use at token or sentence level.
+
+    Args:
+        tokenizer: an :class:`epjax.pretrained.Tokenizer`.
+        text: the text.
+        max_length: the model's context (``model.max_length``); longer texts are refused.
+        sentences: the tokens are for sentence-block reversal: the last token must end a sentence.
+        truncate: with ``sentences``, drop the tokens after the last sentence end instead of refusing.
+
+    Returns:
+        int32 ``[T]``.
+
+    Raises:
+        ValueError: an empty or too long text; for ``sentences``, a text whose last token does not end a
+            sentence (without ``truncate``) or that holds no sentence end at all.
+    """
+    ids = np.asarray(tokenizer.encode(text, max_length=max_length), dtype=np.int32)
+    if not sentences:
+        return ids
+    ends = sentence_ends(ids, _end_mask(tokenizer))
+    if ends[-1]:
+        return ids
+    kept = truncate_after_last_end(ids, ends)
+    if kept is None:
+        raise ValueError(
+            f"the text {_quote(text)} has no sentence end ('.', '!' or '?' ending a token), so it cannot be "
+            "reversed sentence by sentence."
+        )
+    if not truncate:
+        tail = tokenizer.decode(ids[kept.size :])
+        raise ValueError(
+            f"the text {_quote(text)} does not end a sentence (its last {ids.size - kept.size} token(s) "
+            f"{_quote(tail)} follow the last sentence end); sentence-block reversal is a bijection only on "
+            "texts ending a sentence. Pass truncate=True (CLI: --truncate) to drop the tail."
+        )
+    return kept
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Batched, padded scoring
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _sums(model, params, x, lengths):
+    """``[B]`` sums of ``log p(x_t | x_<t)`` over ``t < lengths[b]``; x ``[B, L]`` padded at the end."""
+    log_p = jax.vmap(lambda row: model.log_probs(params, row))(x)  # [B, L]
+    mask = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+    return jnp.sum(jnp.where(mask, log_p, 0), axis=1)
+
+
+_sums_jit = jax.jit(_sums, static_argnames=("model",))
+
+
+def _bucket(length: int, bucket: int, max_length: int | None) -> int:
+    size = -(-length // bucket) * bucket
+    return size if max_length is None else min(size, max(max_length, length))
+
+
+def log_prob_sums(
+    model: Any,
+    params: Any,
+    sequences: Sequence[Any],
+    *,
+    batch_size: int = 16,
+    bucket: int = DEFAULT_BUCKET,
+    progress: Any = None,
+) -> np.ndarray:
+    """``ln P(x)`` (the sum of the model's ``log_probs``) for each of many token sequences of any lengths.
+
+    Sequences are padded at the end to a multiple of ``bucket`` (capped at ``model.max_length``) and scored
+    ``batch_size`` at a time; padding is masked out of the sums (the models are causal). One compilation per
+    bucket length.
+
+    Args:
+        model: a discrete model (``log_probs``, ``vocab_size``; ``max_length`` when it has a context).
+        params: its parameters.
+        sequences: int ``[T_i]`` token ids, ``T_i >= 1``.
+        batch_size: sequences per compiled call.
+        bucket: padding granularity.
+        progress: an optional tqdm-like bar, advanced by the number of sequences scored.
+
+    Returns:
+        float64 ``[len(sequences)]``.
+    """
+    batch_size = check_positive_int("batch_size", batch_size)
+    bucket = check_positive_int("bucket", bucket)
+    max_length = getattr(model, "max_length", None)
+    seqs = [np.asarray(s, dtype=np.int32).reshape(-1) for s in sequences]
+    for i, s in enumerate(seqs):
+        if s.size == 0:
+            raise ValueError(f"`sequences[{i}]` is empty: there are no tokens to score.")
+        if max_length is not None and s.size > max_length:
+            raise ValueError(
+                f"`sequences[{i}]` has {s.size} tokens, more than the model's context of {max_length} tokens."
+            )
+        if s.min() < 0 or s.max() >= model.vocab_size:
+            raise ValueError(f"`sequences[{i}]` must hold token ids in [0, {model.vocab_size}).")
+    out = np.zeros(len(seqs), np.float64)
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(seqs):
+        groups.setdefault(_bucket(s.size, bucket, max_length), []).append(i)
+    for length, members in sorted(groups.items()):
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            # Always a full batch: one compiled shape per bucket (padding rows have length 0).
+            x = np.zeros((batch_size, length), np.int32)
+            lengths = np.zeros(batch_size, np.int32)
+            for row, i in enumerate(chunk):
+                x[row, : seqs[i].size] = seqs[i]
+                lengths[row] = seqs[i].size
+            sums = np.asarray(_sums_jit(model, params, jnp.asarray(x), jnp.asarray(lengths)))
+            out[chunk] = sums[: len(chunk)]
+            if progress is not None:
+                progress.update(len(chunk))
+    return out
+
+
+class TextSigma(NamedTuple):
+    """Stochastic EP of one text at one level.
+
+    Attributes:
+        level: ``"token"`` or ``"sentence"``.
+        sigma: ``ln P(x) - ln P(reversal(x))`` in nats.
+        rate: ``sigma / T``, nats per token.
+        num_tokens: ``T`` (for sentences: after any truncation).
+        num_blocks: number of sentences after any truncation (1 at token level).
+    """
+
+    level: str
+    sigma: float
+    rate: float
+    num_tokens: int
+    num_blocks: int
+
+
+class TextScore(NamedTuple):
+    """Both levels for one text (see :func:`score_texts`).
+
+    Attributes:
+        num_tokens: ``T``.
+        log_prob: ``ln P(x)``.
+        token: :class:`TextSigma` at token level.
+        sentence: :class:`TextSigma` at sentence level (``None`` when not asked for).
+    """
+
+    num_tokens: int
+    log_prob: float
+    token: TextSigma | None
+    sentence: TextSigma | None
+
+
+def _check_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    levels = (levels,) if isinstance(levels, str) else tuple(levels)
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad or not levels:
+        raise ValueError(f"`level` must be one of {', '.join(map(repr, LEVELS))}, got {bad or levels!r}.")
+    return levels
+
+
+def score_texts(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    levels: Sequence[str] = LEVELS,
+    truncate: bool = False,
+    batch_size: int = 16,
+    bucket: int = DEFAULT_BUCKET,
+    progress: bool = False,
+) -> list[TextScore]:
+    """Token- and sentence-level stochastic EP of many texts, scored in padded batches.
+
+    Per text: ``x = tokenizer.encode(text)`` (no BOS), forward ``ln P(x)``, the token reversal and the
+    sentence-block reversal (ends found on the ids). At sentence level with ``truncate=True`` the tail after
+    the last sentence end is dropped first (the token level always uses the whole text). A text with one
+    sentence has ``sigma' = 0`` exactly.
+
+    Args:
+        model: a pretrained model (``epjax.pretrained``) or any discrete model whose ``log_probs`` conditions
+            on its own start state.
+        params: its parameters.
+        tokenizer: the model's tokenizer (``encode``, ``decode``, ``sentence_end_mask``).
+        texts: the texts.
+        levels: ``"token"``, ``"sentence"`` or both.
+        truncate: at sentence level, drop the tail after the last sentence end instead of refusing the text.
+        batch_size: sequences per compiled call.
+        bucket: padding granularity of the lengths.
+        progress: a progress bar on stderr.
+
+    Returns:
+        One :class:`TextScore` per text.
+
+    Raises:
+        ValueError: an empty or too long text, or (sentence level) a text not ending a sentence; the message
+            names the text's index.
+    """
+    levels = _check_levels(levels)
+    if isinstance(texts, str):
+        raise ValueError("`texts` must be a sequence of strings, got a single str (wrap it in a list).")
+    max_length = getattr(model, "max_length", None)
+    mask = _end_mask(tokenizer) if "sentence" in levels else None
+    rows: list[np.ndarray] = []
+    plan = []
+    for i, text in enumerate(texts):
+        try:
+            x = text_tokens(tokenizer, text, max_length=max_length)
+            xs = text_tokens(tokenizer, text, sentences=True, truncate=truncate) if mask is not None else None
+        except ValueError as exc:
+            raise ValueError(f"texts[{i}]: {exc}") from None
+        entry = {"x": len(rows)}
+        rows.append(x)
+        if "token" in levels:
+            entry["token"] = len(rows)
+            rows.append(x[::-1].copy())
+        if xs is not None:
+            num_blocks = int(sentence_ends(xs, mask).sum())
+            entry["blocks"] = num_blocks
+            entry["T'"] = xs.size
+            if xs.size != x.size:
+                entry["xs"] = len(rows)
+                rows.append(xs)
+            else:
+                entry["xs"] = entry["x"]
+            if num_blocks > 1:
+                entry["sentence"] = len(rows)
+                rows.append(reverse_sentences(xs, mask))
+        plan.append(entry)
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc="scoring", unit="seq", file=sys.stderr, leave=False)
+    try:
+        sums = log_prob_sums(model, params, rows, batch_size=batch_size, bucket=bucket, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    out = []
+    for entry in plan:
+        T = int(rows[entry["x"]].size)
+        token = sentence = None
+        if "token" in entry:
+            s = float(sums[entry["x"]] - sums[entry["token"]])
+            token = TextSigma("token", s, s / T, T, 1)
+        if "xs" in entry:
+            Tp = entry["T'"]
+            s = float(sums[entry["xs"]] - sums[entry["sentence"]]) if "sentence" in entry else 0.0
+            sentence = TextSigma("sentence", s, s / Tp, Tp, entry["blocks"])
+        out.append(TextScore(T, float(sums[entry["x"]]), token, sentence))
+    return out
+
+
+def text_sigma(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    text: str,
+    *,
+    level: str = "token",
+    truncate: bool = False,
+) -> TextSigma:
+    """Stochastic entropy production of one text, per token and in total (eq. 18; block level eq. 28).
+
+    ``sigma = ln P(x) - ln P(reversal(x))`` with ``x = tokenizer.encode(text)`` (the model prepends BOS in
+    both directions) and the reversal of tokens (``level="token"``) or of sentences (``level="sentence"``:
+    sentence ends decided on the ids by ``tokenizer.sentence_end_mask()``).
+
+    Args:
+        model: the language model (e.g. from :func:`epjax.pretrained.load_gguf`).
+        params: its parameters.
+        tokenizer: its tokenizer.
+        text: the text, non-empty, at most ``model.max_length`` tokens.
+        level: ``"token"`` or ``"sentence"``.
+        truncate: at sentence level, drop the tokens after the last sentence end rather than refuse a text
+            that does not end a sentence (a text with no sentence end is refused either way).
+
+    Returns:
+        :class:`TextSigma` (``sigma``, ``rate = sigma / T``, ``T``, number of sentences).
+
+    Raises:
+        ValueError: empty or too long text; at sentence level a text not ending a sentence (without
+            ``truncate``) or with no sentence end.
+
+    >>> from epjax.pretrained import load_gguf                                   # doctest: +SKIP
+    >>> model, params, tok = load_gguf()                                         # doctest: +SKIP
+    >>> text_sigma(model, params, tok, "It rained. The street got wet.", level="sentence")  # doctest: +SKIP
+    """
+    (level,) = _check_levels(level)
+    if not isinstance(text, str):
+        raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
+    score = score_texts(model, params, tokenizer, [text], levels=(level,), truncate=truncate, batch_size=1)
+    result = score[0].token if level == "token" else score[0].sentence
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampling experiments
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _sample_batch(model, params, key, indices, num_steps):
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+    return jax.vmap(lambda k: model.sample_with_log_probs(k, params, num_steps))(keys)
+
+
+_sample_batch_jit = jax.jit(_sample_batch, static_argnames=("model", "num_steps"))
+
+
+class SampleResult(NamedTuple):
+    """The EP paper's sampling experiment (SPEC §7) at one temperature.
+
+    Attributes:
+        temperature: ``tau`` (sampling and scoring with logits / tau).
+        num_steps: ``T``.
+        token: :class:`~epjax.Estimate` of ``sigma / T`` over all ``N`` samples (its ``sigmas`` are the rates).
+        block: :class:`~epjax.Estimate` of ``sigma' / T'`` over the samples kept at block level (``None`` when
+            fewer than 2 have a sentence end).
+        sigma: ``[N]`` token-level ``sigma`` (nats, not divided by ``T``).
+        block_sigma: ``[N]`` ``sigma'`` (NaN for dropped samples).
+        block_lengths: ``[N]`` ``T'`` (0 for dropped samples).
+        num_blocks: ``[N]`` sentences per sample after truncation (0 for dropped samples).
+        num_dropped: samples with no sentence end, left out at block level.
+        tokens: int ``[N, T]`` the samples.
+    """
+
+    temperature: float
+    num_steps: int
+    token: Estimate
+    block: Estimate | None
+    sigma: np.ndarray
+    block_sigma: np.ndarray
+    block_lengths: np.ndarray
+    num_blocks: np.ndarray
+    num_dropped: int
+    tokens: np.ndarray
+
+
+def sample_entropy_production(
+    key: jax.Array,
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    *,
+    num_samples: int,
+    num_steps: int,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    blocks: bool = True,
+    progress: bool = False,
+) -> SampleResult:
+    """Token- and sentence-level EP rates of sequences sampled from BOS (EP paper §5; SPEC §7).
+
+    Draws ``num_samples`` sequences of ``num_steps`` tokens from ``model.with_temperature(temperature)``
+    (sampling *and* scoring with logits / tau; sample ``i`` uses ``fold_in(key, i)``) and computes
+
+    - ``sigma / T`` (token reversal of the whole sequence, exact fluctuation theorem), and
+    - ``sigma' / T'`` after truncating each sequence after its last sentence end (sentence ends decided on the
+      ids); sequences with no sentence end are dropped and counted; a sequence with one sentence has
+      ``sigma' = 0``. Because the truncation point depends on the sample, the block-level fluctuation theorem
+      is only approximate (see the module docstring).
+
+    The forward ``ln P`` comes from sampling (KV cache), the reversed ones from batched parallel passes.
+    For a Transformer, load the model with ``context_length = num_steps``: the KV cache has that size.
+
+    Args:
+        key: a ``jax.random`` key.
+        model: a discrete model with ``sample_with_log_probs`` and ``with_temperature``.
+        params: its parameters.
+        tokenizer: its tokenizer (for the sentence-end mask; unused when ``blocks=False``).
+        num_samples: ``N >= 2``.
+        num_steps: ``T >= 1``.
+        temperature: ``tau > 0``.
+        batch_size: sequences per compiled call.
+        blocks: also compute the block level.
+        progress: a progress bar on stderr.
+
+    Returns:
+        :class:`SampleResult`.
+    """
+    num_samples = check_positive_int("num_samples", num_samples, minimum=2)
+    num_steps = check_positive_int("num_steps", num_steps)
+    batch_size = min(check_positive_int("batch_size", batch_size), num_samples)
+    max_length = getattr(model, "max_length", None)
+    if max_length is not None and num_steps > max_length:
+        raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
+    tempered = model.with_temperature(temperature)
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_samples * 2, desc=f"sample T={num_steps}, tau={temperature:g}", unit="seq",
+                   file=sys.stderr, leave=False)
+    tokens, forward = [], []
+    try:
+        for start in range(0, num_samples, batch_size):
+            idx = jnp.arange(start, start + batch_size, dtype=jnp.uint32)
+            x, log_p = _sample_batch_jit(tempered, params, key, idx, num_steps)
+            tokens.append(np.asarray(x))
+            forward.append(np.asarray(log_p, dtype=np.float64))
+            if bar is not None:
+                bar.update(min(batch_size, num_samples - start))
+        tokens = np.concatenate(tokens)[:num_samples]
+        forward = np.concatenate(forward)[:num_samples]  # [N, T] per-step log p
+        rows = [x[::-1].copy() for x in tokens]
+        block_rows: dict[int, int] = {}
+        num_blocks = np.zeros(num_samples, np.int64)
+        block_lengths = np.zeros(num_samples, np.int64)
+        if blocks:
+            mask = _end_mask(tokenizer)
+            for i, x in enumerate(tokens):
+                ends = sentence_ends(x, mask)
+                kept = truncate_after_last_end(x, ends)
+                if kept is None:
+                    continue
+                block_lengths[i] = kept.size
+                num_blocks[i] = int(ends[: kept.size].sum())
+                if num_blocks[i] > 1:
+                    block_rows[i] = len(rows)
+                    rows.append(reverse_sentences(kept, mask))
+        if bar is not None:
+            bar.total = num_samples + len(rows)
+            bar.refresh()
+        # All rows have length <= T: a single bucket of length T, one compilation.
+        backward = log_prob_sums(tempered, params, rows, batch_size=batch_size, bucket=num_steps, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    sigma = forward.sum(axis=1) - backward[:num_samples]
+    token = estimate_from_samples(sigma / num_steps)
+    block_sigma = np.full(num_samples, np.nan)
+    kept_mask = block_lengths > 0
+    for i in np.flatnonzero(kept_mask):
+        # ln P of the truncated prefix is the prefix sum of the per-step log-probabilities (causal model).
+        block_sigma[i] = forward[i, : block_lengths[i]].sum() - backward[block_rows[i]] if i in block_rows else 0.0
+    block = None
+    if blocks and kept_mask.sum() >= 2:
+        block = estimate_from_samples(block_sigma[kept_mask] / block_lengths[kept_mask])
+    return SampleResult(
+        temperature=float(temperature),
+        num_steps=num_steps,
+        token=token,
+        block=block,
+        sigma=sigma,
+        block_sigma=block_sigma,
+        block_lengths=block_lengths,
+        num_blocks=num_blocks,
+        num_dropped=int(num_samples - kept_mask.sum()) if blocks else 0,
+        tokens=tokens,
+    )
+
+
+class FluctuationCheck(NamedTuple):
+    """The integral fluctuation theorem ``E[exp(-sigma)] = 1`` (eq. 20) on sampled sequences.
+
+    Attributes:
+        temperature: ``tau``.
+        num_steps: ``T``.
+        mean_exp_neg_sigma: ``<exp(-sigma)>``.
+        interval: percentile bootstrap :class:`~epjax.stats.Interval` of it.
+        covers_one: whether the interval contains 1.
+        estimate: the :class:`~epjax.Estimate` of ``sigma`` (nats, not per token).
+    """
+
+    temperature: float
+    num_steps: int
+    mean_exp_neg_sigma: float
+    interval: Interval
+    covers_one: bool
+    estimate: Estimate
+
+
+def fluctuation_check(
+    key: jax.Array,
+    model: Any,
+    params: Any,
+    *,
+    num_samples: int = 2000,
+    num_steps: int = 5,
+    temperature: float = 3.5,
+    confidence: float = 0.95,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> FluctuationCheck:
+    """Check ``<exp(-sigma)> = 1`` (token level, eq. 20) with a bootstrap interval (EP paper §5).
+
+    ``exp(-sigma)`` is heavy-tailed, so the average only converges when sigma is small: short sequences
+    (``T`` about 5) at a high temperature (3-4), sampling and scoring with logits / tau. The token reversal
+    is a bijection on sequences of length ``T``, so the theorem is exact here (unlike the truncated block
+    level).
+
+    Args:
+        key: a ``jax.random`` key.
+        model: a discrete model with ``sample_with_log_probs`` and ``with_temperature``.
+        params: its parameters.
+        num_samples: ``N >= 2``.
+        num_steps: ``T``.
+        temperature: ``tau``.
+        confidence: coverage of the bootstrap interval.
+        batch_size: sequences per compiled call.
+        progress: a progress bar on stderr.
+
+    Returns:
+        :class:`FluctuationCheck`.
+    """
+    result = sample_entropy_production(
+        key, model, params, None, num_samples=num_samples, num_steps=num_steps, temperature=temperature,
+        batch_size=batch_size, blocks=False, progress=progress,
+    )
+    weights = np.exp(-result.sigma)
+    interval = bootstrap_ci(weights, confidence=confidence)
+    estimate = estimate_from_samples(result.sigma)
+    return FluctuationCheck(
+        temperature=float(temperature),
+        num_steps=num_steps,
+        mean_exp_neg_sigma=float(np.mean(weights)),
+        interval=interval,
+        covers_one=bool(interval.low <= 1.0 <= interval.high),
+        estimate=estimate,
+    )
+
+
+__all__ = [
+    "FluctuationCheck",
+    "LEVELS",
+    "SampleResult",
+    "TextScore",
+    "TextSigma",
+    "fluctuation_check",
+    "log_prob_sums",
+    "reverse_sentences",
+    "sample_entropy_production",
+    "score_texts",
+    "sentence_ends",
+    "text_sigma",
+    "text_tokens",
+    "truncate_after_last_end",
+]
+
