@@ -249,7 +249,7 @@ def test_every_command_has_help():
 
 def test_demo_kalman_section(monkeypatch):
     monkeypatch.setattr(cli, "DEMO_KALMAN_STEPS", STEPS)  # the real demo uses (5, 10, 20, 50)
-    code, out, err = run_cli("demo", "--samples", SAMPLES, "--no-progress")
+    code, out, err = run_cli("demo", "--only", "kalman", "--samples", SAMPLES, "--no-progress")
     assert code == 0, err
     assert set(parse_tables(out)) == {"scalar", "2d"}
     assert "verdict scalar: PASS" in out and "verdict 2d: PASS" in out
@@ -259,7 +259,7 @@ def test_demo_kalman_section(monkeypatch):
 def test_demo_reports_a_failed_check(monkeypatch):
     monkeypatch.setattr(cli, "DEMO_KALMAN_STEPS", STEPS)
     monkeypatch.setattr(cli, "DEMO_Z_LIMIT", 0.0)  # no estimate can be within 0 SE
-    code, out, _ = run_cli("demo", "--samples", SAMPLES, "--no-progress")
+    code, out, _ = run_cli("demo", "--only", "kalman", "--samples", SAMPLES, "--no-progress")
     assert code == 1
     assert "verdict scalar: FAIL" in out
     assert "FAILED sections: kalman" in out

@@ -15,9 +15,11 @@ MODULES = [
     "epjax.kalman._decomposition",
     "epjax.kalman._examples",
     "epjax.stats",
+    "epjax.text",
     "epjax.rnn",
     "epjax.ssm",
     "epjax.transformer",
+    "epjax.experiments.markov_training",
 ]
 
 
