@@ -248,7 +248,7 @@ def test_every_command_has_help():
 
 
 def test_demo_kalman_section(monkeypatch):
-    monkeypatch.setattr(cli, "DEMO_KALMAN_STEPS", STEPS)  # the real demo uses (5, 10, 20, 50)
+    monkeypatch.setattr(cli._demo, "DEMO_KALMAN_STEPS", STEPS)  # the real demo uses (5, 10, 20, 50)
     code, out, err = run_cli("demo", "--only", "kalman", "--samples", SAMPLES, "--no-progress")
     assert code == 0, err
     assert set(parse_tables(out)) == {"scalar", "2d"}
@@ -257,8 +257,8 @@ def test_demo_kalman_section(monkeypatch):
 
 
 def test_demo_reports_a_failed_check(monkeypatch):
-    monkeypatch.setattr(cli, "DEMO_KALMAN_STEPS", STEPS)
-    monkeypatch.setattr(cli, "DEMO_Z_LIMIT", 0.0)  # no estimate can be within 0 SE
+    monkeypatch.setattr(cli._demo, "DEMO_KALMAN_STEPS", STEPS)
+    monkeypatch.setattr(cli._demo, "DEMO_Z_LIMIT", 0.0)  # no estimate can be within 0 SE
     code, out, _ = run_cli("demo", "--only", "kalman", "--samples", SAMPLES, "--no-progress")
     assert code == 1
     assert "verdict scalar: FAIL" in out
@@ -274,7 +274,7 @@ def test_demo_sections_are_a_registry(monkeypatch):
         return True
 
     extra = cli.DemoSection("extra", "An extra", section)
-    monkeypatch.setattr(cli, "DEMO_SECTIONS", [*cli.DEMO_SECTIONS, extra])
+    monkeypatch.setattr(cli._demo, "DEMO_SECTIONS", [*cli._demo.DEMO_SECTIONS, extra])
     code, out, _ = run_cli("demo", "--only", "extra", "--samples", 50)
     assert code == 0
     assert calls == [50]

@@ -275,7 +275,7 @@ def test_ep_beyond_the_transformer_context(tmp_path):
 def test_demo_neural_section(monkeypatch):
     """Slow (~15 s of compiling); the pieces are tested fast in test_markov_training.py."""
     small = dict(length=6, sequences=400, held_out=200, steps=60, batch_size=32, learning_rate=2e-2, width=8)
-    monkeypatch.setattr(cli, "DEMO_NEURAL", small)  # the real demo: T = 16, 500 steps, ~30 s of CPU
+    monkeypatch.setattr(cli._demo, "DEMO_NEURAL", small)  # the real demo: T = 16, 500 steps, ~30 s of CPU
     code, out, err = run_cli("demo", "--only", "neural", "--samples", 300, "--no-progress")
     assert code == 0, out + err
     assert "before training" in out and "after training" in out and "the chain (exact)" in out

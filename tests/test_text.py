@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -291,7 +292,7 @@ def test_sample_lm_command(tmp_path, gguf_path):
 def test_smollm2_two_texts():
     """The real model on two shipped texts: the same code path as the tiny model, against independent sums."""
     model, params, tok = pretrained.load_gguf(context_length=64)
-    groups = json.loads((cli.Path(text_lib.__file__).parent / "data" / "texts.json").read_text())["groups"]
+    groups = json.loads((Path(text_lib.__file__).parent / "data" / "texts.json").read_text())["groups"]
     mask = tok.sentence_end_mask()
     for text in (groups["causal"][0], groups["non-causal"][0]):
         ids = tok.encode(text)

@@ -1,0 +1,211 @@
+"""Shared machinery of the ``epjax`` command line: the subcommand registry, argument types, output files.
+
+Each subcommand is one function registered with :func:`command` (its options come from a ``configure``
+function) in a module of its own (``_kalman``, ``_neural``, ``_lm``, ``_decompose``, ``_demo``). Validation errors
+from the library (``ValueError``) and from the command line's own input checks are reported by :func:`main` as
+``epjax: error: <message>`` with exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import epjax
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``epjax`` subcommand.
+
+    Attributes:
+        name: the subcommand's name on the command line.
+        help: one line shown by ``epjax --help``.
+        configure: adds the subcommand's options to its ``argparse`` parser.
+        run: executes the parsed arguments and returns the exit status.
+    """
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
+    """Register the decorated function ``run(args) -> int`` as the subcommand ``epjax <name>``.
+
+    Args:
+        name: the subcommand's name.
+        help: one line for ``epjax --help``.
+        configure: a function adding the subcommand's options to its parser.
+
+    Returns:
+        A decorator that registers ``run`` and returns it unchanged.
+    """
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise RuntimeError(f"The epjax subcommand {name!r} is registered twice.")
+        COMMANDS[name] = Command(name, help, configure, run)
+        return run
+
+    return register
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def check_output_path(option: str, path: Path | None, suffixes: Sequence[str] | None = None) -> None:
+    """Fail before any computation when an output file cannot be written where asked."""
+    if path is None:
+        return
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{option} {path}: the file extension must be one of {', '.join(suffixes)} (it sets the format), "
+            f"got {path.suffix or 'none'!r}."
+        )
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {parent} does not exist.")
+
+
+def write_text(option: str, path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write the file ({exc.strerror or exc}).") from None
+
+
+def json_number(x: float | None) -> float | None:
+    """``None`` for missing or non-finite values, so that the output is strict JSON."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """A plain-text table: right-aligned columns separated by two spaces, a rule under the header.
+
+    Args:
+        headers: column titles.
+        rows: the cells, already formatted as strings.
+        indent: prefix of every line.
+
+    Returns:
+        The table as one string (no trailing newline).
+    """
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).rjust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [headers, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(indent + line for line in lines)
+
+
+def format_matrix(x: Any) -> str:
+    rows = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    return "[" + ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in rows) + "]"
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, disable=not enabled, leave=False)
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+positive_float.__name__ = "number > 0"
+
+
+def open_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+open_fraction.__name__ = "fraction"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``epjax`` argument parser with one subparser per registered :class:`Command`."""
+    parser = argparse.ArgumentParser(
+        prog="epjax",
+        description="Entropy production (the arrow of time) of autoregressive generative models, in JAX.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"epjax {epjax.__version__} (jax {jax.__version__})"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``epjax`` with the command-line arguments ``argv`` (default: ``sys.argv[1:]``).
+
+    Args:
+        argv: the arguments after the program name.
+
+    Returns:
+        The exit status: 0 success, 1 a check failed, 2 invalid input (message on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argparse's own usage errors
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return COMMANDS[args.command].run(args)
+    except ValueError as exc:
+        print(f"epjax: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("epjax: interrupted", file=sys.stderr)
+        return 130
+

@@ -1,0 +1,1 @@
+"""``epjax decompose``: placeholder replaced below."""
