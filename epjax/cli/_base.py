@@ -9,9 +9,11 @@ from the library (``ValueError``) and from the command line's own input checks a
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,44 @@ def write_text(option: str, path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"{option} {path}: cannot write the file ({exc.strerror or exc}).") from None
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` as strict JSON (non-finite numbers must already be ``None``) for ``--json``."""
+    write_text("--json", path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: floats at full precision (``repr``), ``None`` as empty, anything else as is."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write one header line and the rows (cells through :func:`csv_cell`) for ``--csv``."""
+    try:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows([csv_cell(v) for v in row] for row in rows)
+    except OSError as exc:
+        raise ValueError(f"--csv {path}: cannot write the file ({exc.strerror or exc}).") from None
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Save a matplotlib figure for ``--plot`` (the extension sets the format)."""
+    try:
+        fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
+
+
+def print_written(args: argparse.Namespace, *options: str) -> None:
+    """One line naming the output files written, e.g. ``wrote json r.json, plot r.png``."""
+    written = [f"{opt} {getattr(args, opt)}" for opt in options if getattr(args, opt, None) is not None]
+    if written:
+        print("\nwrote " + ", ".join(written))
 
 
 def json_number(x: float | None) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,11 @@ from epjax.cli._base import (
     format_table,
     int_at_least,
     json_number,
+    print_written,
     progress_bar,
-    write_text,
+    save_figure,
+    write_csv,
+    write_json,
 )
 
 # The EP paper's numerical example (§6, Fig. 5), defined once in the library.
@@ -339,23 +341,13 @@ _CSV_COLUMNS = (
 
 
 def _write_kalman_csv(path: Path, results: Sequence[KalmanResult]) -> None:
-    try:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(_CSV_COLUMNS)
-            for result in results:
-                for row in result.rows:
-                    z = row.z
-                    writer.writerow(
-                        [
-                            result.spec.name, row.T, repr(row.exact), repr(row.mean), repr(row.stderr),
-                            "" if z is None else repr(z), repr(row.ci_low), repr(row.ci_high),
-                            repr(row.mean_exp_neg_sigma), repr(row.fraction_negative), row.num_samples,
-                            "" if result.rate is None else repr(result.rate),
-                        ]
-                    )
-    except OSError as exc:
-        raise ValueError(f"--csv {path}: cannot write the file ({exc.strerror or exc}).") from None
+    rows = (
+        [result.spec.name, row.T, row.exact, row.mean, row.stderr, row.z, row.ci_low, row.ci_high,
+         row.mean_exp_neg_sigma, row.fraction_negative, row.num_samples, result.rate]
+        for result in results
+        for row in result.rows
+    )
+    write_csv(path, _CSV_COLUMNS, rows)
 
 
 def plot_kalman(results: Sequence[KalmanResult], path: str | Path) -> None:
@@ -396,10 +388,7 @@ def plot_kalman(results: Sequence[KalmanResult], path: str | Path) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
-    try:
-        fig.savefig(path, dpi=150)
-    except OSError as exc:
-        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
+    save_figure(fig, path)
 
 
 def _configure_kalman(parser: argparse.ArgumentParser) -> None:
@@ -478,12 +467,10 @@ def kalman_command(args: argparse.Namespace) -> int:
     if args.json is not None:
         settings = dict(seed=args.seed, num_samples=args.samples, method=args.method, steps=steps)
         report = kalman_results_json(results, **settings)
-        write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     if args.csv is not None:
         _write_kalman_csv(args.csv, results)
     if args.plot is not None:
         plot_kalman(results, args.plot)
-    written = [f"{opt} {p}" for opt, p in (("json", args.json), ("csv", args.csv), ("plot", args.plot)) if p]
-    if written:
-        print("\nwrote " + ", ".join(written))
+    print_written(args, "json", "csv", "plot")
     return EXIT_OK

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import dataclass
@@ -23,7 +22,10 @@ from epjax.cli._base import (
     int_at_least,
     json_number,
     positive_float,
-    write_text,
+    print_written,
+    save_figure,
+    write_csv,
+    write_json,
 )
 
 
@@ -189,10 +191,7 @@ def plot_texts(result: TextsResult, path: str | Path) -> None:
         ax.set_ylabel("sigma / T (nats per token)")
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(result.model, fontsize=9)
-    try:
-        fig.savefig(path, dpi=150)
-    except OSError as exc:
-        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
+    save_figure(fig, path)
 
 
 _TEXTS_CSV_COLUMNS = ("group", "index", "T", "T_sentence", "sentences", "sigma_token", "rate_token",
@@ -254,21 +253,12 @@ def texts_command(args: argparse.Namespace) -> int:
             "tests": {lv: {k: (json_number(v) if isinstance(v, float) else v) for k, v in t.items()}
                       for lv, t in tests.items()},
         }
-        write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     if args.csv is not None:
-        try:
-            with args.csv.open("w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(_TEXTS_CSV_COLUMNS)
-                for r in rows:
-                    writer.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in _TEXTS_CSV_COLUMNS])
-        except OSError as exc:
-            raise ValueError(f"--csv {args.csv}: cannot write the file ({exc.strerror or exc}).") from None
+        write_csv(args.csv, _TEXTS_CSV_COLUMNS, ([r[c] for c in _TEXTS_CSV_COLUMNS] for r in rows))
     if args.plot is not None:
         plot_texts(result, args.plot)
-    written = [f"{opt} {p}" for opt, p in (("json", args.json), ("csv", args.csv), ("plot", args.plot)) if p]
-    if written:
-        print("\nwrote " + ", ".join(written))
+    print_written(args, "json", "csv", "plot")
     return EXIT_OK
 
 
@@ -328,10 +318,7 @@ def plot_sample_lm(result, path: str | Path) -> None:
         ax.set_ylabel("running mean")
         ax.grid(alpha=0.3)
     fig.suptitle(f"T = {result.num_steps}, temperature {result.temperature:g}", fontsize=9)
-    try:
-        fig.savefig(path, dpi=150)
-    except OSError as exc:
-        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
+    save_figure(fig, path)
 
 
 @command(
@@ -375,7 +362,7 @@ def sample_lm_command(args: argparse.Namespace) -> int:
             report = {**settings, "mode": "ft", "mean_exp_neg_sigma": json_number(check.mean_exp_neg_sigma),
                       "ci95_low": json_number(iv.low), "ci95_high": json_number(iv.high),
                       "covers_one": check.covers_one, "sigma": _estimate_json(check.estimate)}
-            write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+            write_json(args.json, report)
             print(f"\nwrote json {args.json}")
         return EXIT_OK
     result = text_lib.sample_entropy_production(
@@ -409,10 +396,8 @@ def sample_lm_command(args: argparse.Namespace) -> int:
                                                     if result.block is not None else None),
                   "rate_token": [json_number(v) for v in result.token.sigmas],
                   "rate_block": [json_number(v) for v in (result.block.sigmas if result.block is not None else [])]}
-        write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     if args.plot is not None:
         plot_sample_lm(result, args.plot)
-    written = [f"{opt} {p}" for opt, p in (("json", args.json), ("plot", args.plot)) if p]
-    if written:
-        print("\nwrote " + ", ".join(written))
+    print_written(args, "json", "plot")
     return EXIT_OK

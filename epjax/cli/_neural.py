@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from epjax.cli._base import (
     json_number,
     open_fraction,
     positive_float,
-    write_text,
+    print_written,
+    save_figure,
+    write_json,
 )
 
 NEURAL_FAMILIES = ("rnn", "transformer", "ssm", "markov")
@@ -297,7 +298,7 @@ def train_command(args: argparse.Namespace) -> int:
             },
             "seconds": seconds,
         }
-        write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     print(f"saved {args.out}" + (f"; wrote --json {args.json}" if args.json else ""))
     return EXIT_OK
 
@@ -378,10 +379,7 @@ def plot_ep(result: EPResult, path: str | Path, title: str) -> None:
             title=f"fraction σ < 0: {est.fraction_negative:.3f}, ⟨e^(−σ)⟩ = {est.mean_exp_neg_sigma:.3g}")
     ax2.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    try:
-        fig.savefig(path, dpi=150)
-    except OSError as exc:
-        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
+    save_figure(fig, path)
 
 
 def _configure_ep(parser: argparse.ArgumentParser) -> None:
@@ -466,10 +464,8 @@ def ep_command(args: argparse.Namespace) -> int:
             "reference": json_number(reference), "reference_note": note or None,
             "sigmas": [json_number(v) for v in est.sigmas],
         }
-        write_text("--json", args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_json(args.json, report)
     if args.plot is not None:
         plot_ep(result, args.plot, f"{args.model.name}: {model!r}"[:120])
-    written = [f"{opt} {p}" for opt, p in (("json", args.json), ("plot", args.plot)) if p]
-    if written:
-        print("\nwrote " + ", ".join(written))
+    print_written(args, "json", "plot")
     return EXIT_OK
