@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -16,6 +17,34 @@ from epjax._reversal import reverse_tokens
 Array = jax.Array
 
 _INT32_MAX = 2**31 - 1
+
+
+def num_sequences(vocab_size: int, num_steps: int, max_sequences: int, *, what: str, instead: str) -> int:
+    """``V**T``, after checking that it is at most ``max_sequences`` (and int32-indexable) for enumeration.
+
+    Args:
+        vocab_size: ``V``.
+        num_steps: ``T``.
+        max_sequences: the caller's limit.
+        what: what the enumeration is for, to start the message (e.g. ``"Exact enumeration"``).
+        instead: what to do instead, ending the message.
+
+    Returns:
+        ``V**T`` as an int.
+    """
+    limit = min(max_sequences, _INT32_MAX)
+    # Compare exponents first: V**T itself can have more digits than Python will print.
+    if num_steps * math.log(vocab_size) > math.log(limit) + 1.0:
+        count = f"about 10^{num_steps * math.log10(vocab_size):.1f}"
+    else:
+        total = vocab_size**num_steps
+        if total <= limit:
+            return total
+        count = str(total)
+    raise ValueError(
+        f"{what} needs vocab_size**num_steps = {vocab_size}**{num_steps} = {count} sequences, more than "
+        f"max_sequences = {limit}; {instead}"
+    )
 
 
 def all_sequences(vocab_size: int, num_steps: int, start: int, count: int) -> Array:
@@ -91,14 +120,10 @@ def exact_entropy_production(
     num_steps = check_positive_int("num_steps", num_steps)
     max_sequences = check_positive_int("max_sequences", max_sequences)
     chunk_size = check_positive_int("chunk_size", chunk_size)
-    total = vocab_size**num_steps
-    limit = min(max_sequences, _INT32_MAX)
-    if total > limit:
-        raise ValueError(
-            f"Exact enumeration needs vocab_size**num_steps = {vocab_size}**{num_steps} = {total} sequences, "
-            f"more than max_sequences = {limit}; use epjax.entropy_production (Monte Carlo) instead, or a "
-            "smaller num_steps."
-        )
+    total = num_sequences(
+        vocab_size, num_steps, max_sequences, what="Exact enumeration",
+        instead="use epjax.entropy_production (Monte Carlo) instead, or a smaller num_steps.",
+    )
     chunk_size = min(chunk_size, total)
     try:
         hash(model)

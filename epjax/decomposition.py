@@ -25,7 +25,7 @@ import numpy as np
 
 from epjax._checks import check_positive_int
 from epjax._contract import check_model, check_params
-from epjax._exact import _INT32_MAX, all_sequences
+from epjax._exact import all_sequences, num_sequences
 
 Array = jax.Array
 
@@ -54,7 +54,13 @@ class Decomposition(NamedTuple):
 
     @property
     def second_law_bound(self) -> float:
-        """``sum_t [I(x_t ; h_{t-1}) - I(x_t ; g_{t+1})]``, the refined second-law lower bound (eq. 101)."""
+        """``sum_t [I(x_t ; h_{t-1}) - I(x_t ; g_{t+1})]``, the refined second-law lower bound (eq. 101).
+
+        It equals ``sum_t L_t`` identically: ``sum_t I(x_t ; h_{t-1}) = sum_t I(x_t ; x_{<t})`` and
+        ``sum_t I(x_t ; x_{>t})`` are both the total correlation of the path, and
+        ``L_t = I(x_t ; x_{>t}) - I(x_t ; g_{t+1})``. So ``EP - bound = sum_t M_t``: the bound is tight
+        exactly when the model's backward summary predicts as well as the true retrodiction allows.
+        """
         return float(np.sum(self.forward_information - self.backward_information))
 
 
@@ -65,7 +71,7 @@ def _xlogy_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _group_ids(rows: np.ndarray) -> np.ndarray:
-    """Integer label per row, equal for rows holding the same law (to 10 significant digits)."""
+    """Integer label per row, equal for rows holding the same law (log-probabilities equal to 1e-10)."""
     rounded = np.round(rows, 10)
     _, ids = np.unique(rounded, axis=0, return_inverse=True)
     return ids.reshape(-1)
@@ -106,13 +112,10 @@ def exact_decomposition(model: Any, params: Any, *, num_steps: int, max_sequence
     if V is None or isinstance(V, bool) or not isinstance(V, (int, np.integer)):
         raise ValueError(f"`model.vocab_size` must be a positive int (a discrete model), got {V!r}.")
     T = check_positive_int("num_steps", num_steps)
-    total = V**T
-    limit = min(check_positive_int("max_sequences", max_sequences), _INT32_MAX)
-    if total > limit:
-        raise ValueError(
-            f"Exact decomposition enumerates vocab_size**num_steps = {V}**{T} = {total} sequences, more than "
-            f"max_sequences = {limit}."
-        )
+    total = num_sequences(
+        V, T, check_positive_int("max_sequences", max_sequences), what="Exact decomposition",
+        instead="use estimate_decomposition with a trained reverse model, or a smaller num_steps.",
+    )
     x = all_sequences(V, T, 0, total)  # [N, T]
 
     @jax.jit
@@ -122,6 +125,11 @@ def exact_decomposition(model: Any, params: Any, *, num_steps: int, max_sequence
         return forward, backward
 
     log_fwd, log_bwd = (np.asarray(a, dtype=np.float64) for a in tables(x))
+    if log_fwd.shape != (total, T, V):
+        raise ValueError(
+            f"`model.next_token_log_probs(params, x)` must return shape [T, V] = [{T}, {V}] for a sequence of "
+            f"length {T}, got {list(log_fwd.shape[1:])}."
+        )
     xs = np.asarray(x)
     rows = np.arange(total)[:, None]
     log_p = np.sum(log_fwd[rows, np.arange(T)[None, :], xs], axis=1)
@@ -202,7 +210,8 @@ def estimate_decomposition(
 
     Args:
         key: a ``jax.random`` key.
-        model: the (forward) discrete model; ``q(. | g)`` is its law after reading the reversed future.
+        model: the (forward) contract model (discrete, or continuous with densities); ``q(. | g)`` is its law
+            after reading the reversed future.
         params: its parameters.
         reverse_model: a model over the same vocabulary scoring reversed sequences.
         reverse_params: its parameters.

@@ -178,3 +178,103 @@ def test_reverse_model_estimate_brackets_the_exact_terms(x64):
     # total + bias estimates the EP itself.
     combined_se = np.hypot(est.total_stderr, est.bias_stderr)
     assert abs(est.total + est.bias - exact.total) < 4 * combined_se + 1e-9
+
+
+@pytest.mark.parametrize("seed,n,ny,T", [(0, 1, 1, 8), (2, 3, 2, 12)])
+def test_second_law_bound_is_the_total_compression_loss(x64, seed, n, ny, T):
+    # sum_t I(y_t; h_{t-1}) = sum_t I(y_t; y_{<t}) = sum_t I(y_t; y_{>t}) (both are the total correlation of
+    # the path), and L_t = I(y_t; y_{>t}) - I(y_t; g_{t+1}); so the refined bound is sum_t L_t exactly and
+    # EP - bound = sum_t M_t. Computed here from different terms, which makes it a check of both.
+    d = kalman.decomposition(make_params(seed, n, ny), T, method="dense")
+    np.testing.assert_allclose(float(d.second_law_bound), float(jnp.sum(d.L)), rtol=1e-9, atol=1e-12)
+    model = markov.MarkovChain(3)
+    params = markov.from_probabilities([0.5, 0.3, 0.2], markov.random_transition(jax.random.key(seed), 3))
+    e = exact_decomposition(model, params, num_steps=5)
+    np.testing.assert_allclose(e.second_law_bound, np.sum(e.L), atol=1e-13)
+
+
+def _brute_force_terms(init, P, T, summary):
+    """D_t, L_t, M_t by definition, over dicts of sequences; ``summary(future)`` is the backward summary's value.
+
+    The model's law after reading the reversed future x_T..x_{t+1} is row x_{t+1} of P (initial law if empty).
+    """
+    import itertools
+
+    V = len(init)
+    prob = {}
+    for x in itertools.product(range(V), repeat=T):
+        p = init[x[0]]
+        for a, b in zip(x[:-1], x[1:], strict=True):
+            p *= P[a, b]
+        prob[x] = p
+    D, L, M = np.zeros(T), np.zeros(T), np.zeros(T)
+    for t in range(T):
+        joint_future, joint_g = {}, {}
+        for x, p in prob.items():
+            f, g = x[t + 1 :], summary(x[t + 1 :])
+            joint_future.setdefault(f, np.zeros(V))[x[t]] += p
+            joint_g.setdefault(g, np.zeros(V))[x[t]] += p
+        law = {f: (P[f[0]] if f else np.asarray(init)) for f in joint_future}
+        for f, w in joint_future.items():
+            retro, by_g = w / w.sum(), joint_g[summary(f)] / joint_g[summary(f)].sum()
+            D[t] += w.sum() * np.sum(retro * np.log(retro / law[f]))
+            L[t] += w.sum() * np.sum(np.where(retro > 0, retro * np.log(retro / by_g), 0.0))
+        for g, w in joint_g.items():
+            f = next(f for f in joint_future if summary(f) == g)
+            by_g = w / w.sum()
+            M[t] += w.sum() * np.sum(by_g * np.log(by_g / law[f]))
+    return D, L, M
+
+
+def test_discrete_compression_loss_when_the_summary_merges_futures(x64):
+    # Rows 0 and 1 of P are equal, so after reading the future the model cannot tell x_{t+1} = 0 from 1: its
+    # backward summary is coarser than the last token and the compression loss is positive.
+    P = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    init = np.array([0.2, 0.5, 0.3])
+    T = 5
+    d = exact_decomposition(markov.MarkovChain(3), markov.from_probabilities(init, P), num_steps=T)
+    merged = lambda future: int(future[0] == 2) if future else -1  # class of x_{t+1}: {0, 1} or {2}
+    D, L, M = _brute_force_terms(init, P, T, merged)
+    np.testing.assert_allclose(d.D, D, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(d.L, L, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(d.M, M, rtol=1e-11, atol=1e-15)
+    assert np.all(d.L[:-1] > 0.01)  # a real compression loss at every step with a future
+    np.testing.assert_allclose(d.total, float(markov.entropy_production(markov.from_probabilities(init, P), T)),
+                               rtol=1e-12)
+
+
+def test_neural_reverse_model_estimate_is_biased_downward(x64):
+    from epjax import rnn, train
+    from epjax.decomposition import estimate_decomposition, train_reverse_model
+
+    V, T = 3, 5
+    model = rnn.Model(rnn.Config(vocab_size=V, hidden_size=8, cell="gru", dtype="float64"))
+    params = model.init(jax.random.key(3))
+    exact = exact_decomposition(model, params, num_steps=T)
+    assert exact.total > 0.05
+    config = train.TrainConfig(steps=300, batch_size=128, learning_rate=0.02, warmup_steps=20)
+    reverse_params, _ = train_reverse_model(jax.random.key(4), model, params, num_steps=T, num_sequences=4000,
+                                            config=config)
+    est = estimate_decomposition(jax.random.key(5), model, params, model, reverse_params, num_steps=T,
+                                 num_samples=20000)
+    slack = 4 * (est.D_stderr + est.bias_stderr)
+    assert np.all(est.D <= exact.D + slack)  # never above the truth (beyond Monte Carlo error)
+    assert np.all(est.D >= exact.D - est.bias - slack)  # and below it by at most the total bias
+    combined_se = np.hypot(est.total_stderr, est.bias_stderr)
+    assert abs(est.total + est.bias - exact.total) < 4 * combined_se
+
+
+def test_decomposition_input_errors(x64):
+    chain = markov.MarkovChain(3)
+    params = chain.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"3\*\*1000000 = about 10\^477121\.3 sequences"):
+        exact_decomposition(chain, params, num_steps=10**6)
+    with pytest.raises(ValueError, match=r"about 10\^"):
+        epjax.exact_entropy_production(chain, params, num_steps=10**6)
+
+    class BadExtension(markov.MarkovChain):
+        def next_token_log_probs(self, params, x):
+            return super().next_token_log_probs(params, x)[:, :2]
+
+    with pytest.raises(ValueError, match=r"must return shape \[T, V\] = \[4, 3\].*got \[4, 2\]"):
+        exact_decomposition(BadExtension(3), params, num_steps=4)

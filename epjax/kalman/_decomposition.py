@@ -54,7 +54,13 @@ class Decomposition(NamedTuple):
 
     @property
     def second_law_bound(self) -> Array:
-        """``sum_t [I(y_t ; h_{t-1}) - I(y_t ; g_{t+1})]``, the refined second-law lower bound (eq. 101)."""
+        """``sum_t [I(y_t ; h_{t-1}) - I(y_t ; g_{t+1})]``, the refined second-law lower bound (eq. 101).
+
+        It equals ``sum_t L_t`` identically: ``sum_t I(y_t ; h_{t-1}) = sum_t I(y_t ; y_{<t})`` and
+        ``sum_t I(y_t ; y_{>t})`` are both the total correlation of the path, and
+        ``L_t = I(y_t ; y_{>t}) - I(y_t ; g_{t+1})``. So ``EP - bound = sum_t M_t``: the bound is tight
+        exactly when the model's backward summary predicts as well as the true retrodiction allows.
+        """
         return jnp.sum(self.forward_information - self.backward_information)
 
 
@@ -123,7 +129,8 @@ def _dense_decomposition(params: Params, num_steps: int) -> Decomposition:
         backward = 0.5 * (logdet_tt - _logdet_spd(Vg))
         return D, L, M, forward, backward
 
-    return Decomposition(*jax.vmap(one_step)(time))
+    # One step at a time: memory O((T n_y)^2), not T copies of the path covariance.
+    return Decomposition(*jax.lax.map(one_step, time))
 
 
 @partial(jax.jit, static_argnames="num_steps")
