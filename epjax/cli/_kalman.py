@@ -181,7 +181,7 @@ def load_state_space(path: str | Path) -> StateSpaceSpec:
     return StateSpaceSpec(name, where, *matrices)
 
 
-def _innovation_params(spec: StateSpaceSpec):
+def innovation_params(spec: StateSpaceSpec):
     try:
         return epjax.kalman.from_state_space(spec.A, spec.C, spec.Q, spec.R)
     except ValueError as exc:
@@ -233,7 +233,7 @@ def run_kalman_comparison(
         key = jax.random.key(seed)
         with progress_bar(len(specs) * len(steps), "exact vs Monte Carlo", progress) as bar:
             for i, spec in enumerate(specs):
-                params = _innovation_params(spec)
+                params = innovation_params(spec)
                 rate, note = _rate(params)
                 result = KalmanResult(spec, params, rate, note)
                 for T in steps:
@@ -264,15 +264,19 @@ def run_kalman_comparison(
     return results
 
 
-def format_kalman_result(result: KalmanResult) -> str:
-    """The readable report of one model: its matrices, the table of exact vs Monte Carlo EP, and the rate."""
-    spec, params = result.spec, result.params
+def format_spec(spec: StateSpaceSpec, params: Any) -> list[str]:
+    """Two lines naming a model, its dimensions and where it came from, then its matrices."""
     n, n_y = params.state_dim, params.obs_dim
-    lines = [
+    return [
         f"{spec.name}: n = {n} state{'s' if n > 1 else ''}, n_y = {n_y} observation{'s' if n_y > 1 else ''}"
         f"  [{spec.source}]",
         "  " + "  ".join(f"{k} = {format_matrix(getattr(spec, k))}" for k in _MODEL_KEYS),
     ]
+
+
+def format_kalman_result(result: KalmanResult) -> str:
+    """The readable report of one model: its matrices, the table of exact vs Monte Carlo EP, and the rate."""
+    lines = format_spec(result.spec, result.params)
     rows = []
     for row in result.rows:
         z = row.z
