@@ -16,6 +16,7 @@ validation of tokens and parameter trees.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import jax
@@ -63,7 +64,7 @@ def check_temperature(temperature: Any) -> float:
 
 
 def check_param_tree(params: PyTree, expected: PyTree, *, name: str = "params") -> None:
-    """Raise unless ``params`` has the tree structure, shapes and dtypes kinds of ``expected`` (abstract ok)."""
+    """Raise unless ``params`` has the tree structure, shapes and dtype kinds of ``expected`` (abstract ok)."""
     got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(params)
     want_leaves, want_tree = jax.tree_util.tree_flatten_with_path(expected)
     got_paths = [jax.tree_util.keystr(p) for p, _ in got_leaves]
@@ -76,9 +77,28 @@ def check_param_tree(params: PyTree, expected: PyTree, *, name: str = "params") 
             f"unexpected {extra[:5] or 'nothing'} ({len(got_paths)} leaves given, {len(want_paths)} expected)."
         )
     for (path, got), (_, want) in zip(got_leaves, want_leaves, strict=True):
+        where = f"`{name}{jax.tree_util.keystr(path)}`"
         if np.shape(got) != np.shape(want):
+            raise ValueError(f"{where} must have shape {np.shape(want)}, got {np.shape(got)}.")
+        got_dtype, want_dtype = jnp.result_type(got), jnp.result_type(want)
+        for kind in (jnp.inexact, jnp.integer, jnp.bool_):
+            if jnp.issubdtype(want_dtype, kind) and not jnp.issubdtype(got_dtype, kind):
+                raise ValueError(f"{where} must have a dtype like {want_dtype}, got {got_dtype}.")
+
+
+def check_finite_params(params: PyTree, *, name: str = "params") -> None:
+    """Raise when a concrete floating leaf of ``params`` has NaN or infinite entries (tracers are skipped)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        # Only arrays holding values: tracers and abstract shapes (jax.ShapeDtypeStruct) have none to check.
+        if not isinstance(leaf, (jax.Array, np.ndarray)) or not is_concrete(leaf):
+            continue
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            continue
+        finite = np.isfinite(np.asarray(leaf))
+        if not finite.all():
             raise ValueError(
-                f"`{name}{jax.tree_util.keystr(path)}` must have shape {np.shape(want)}, got {np.shape(got)}."
+                f"`{name}{jax.tree_util.keystr(path)}` must have finite entries, got {int(finite.size - finite.sum())} "
+                f"NaN or infinite of {finite.size}."
             )
 
 
@@ -140,10 +160,27 @@ class DiscreteModel:
         return x
 
     def check_params(self, params: PyTree) -> None:
-        """Raise unless ``params`` has this model's parameter tree (names and shapes)."""
+        """Raise unless ``params`` has this model's parameter tree (names, shapes, dtype kinds), finite values.
+
+        Values are checked when concrete, once per parameter object: the last verified leaves are remembered
+        by weak reference (JAX arrays are immutable), so repeated eager calls with the same parameters pay
+        for the scan over their values only once.
+        """
         if "_abstract_params" not in self.__dict__:
             self.__dict__["_abstract_params"] = jax.eval_shape(self.init, jax.random.key(0))
         check_param_tree(params, self.__dict__["_abstract_params"])
+        leaves = jax.tree_util.tree_leaves(params)
+        verified = self.__dict__.get("_verified_leaves")
+        if verified is not None and len(verified) == len(leaves) and all(
+            r() is leaf for r, leaf in zip(verified, leaves, strict=True)
+        ):
+            return
+        check_finite_params(params)
+        if is_concrete(leaves):
+            try:
+                self.__dict__["_verified_leaves"] = [weakref.ref(leaf) for leaf in leaves]
+            except TypeError:  # leaves that cannot be weakly referenced (e.g. NumPy arrays): check every time
+                self.__dict__.pop("_verified_leaves", None)
 
     def next_token_log_probs(self, params: PyTree, x: Array) -> Array:
         """``[T, V]`` log-probabilities of every next token: row ``t`` is ``log p_tau(. | x_<t)``.
@@ -154,7 +191,12 @@ class DiscreteModel:
         return jax.nn.log_softmax(self.logits(params, x) / self.temperature, axis=-1)
 
     def log_probs(self, params: PyTree, x: Array) -> Array:
-        """Per-step ``log p_tau(x_t | x_<t)``, shape ``[T]`` (the first step under the initial law)."""
+        """Per-step ``log p_tau(x_t | x_<t)``, shape ``[T]`` (the first step under the initial law).
+
+        Token ids and parameter values are checked when concrete. Inside a caller's ``jit`` they are tracers
+        and only shapes and dtypes can be checked: there an id outside ``[0, vocab_size)`` yields NaN, so
+        validate data before tracing (the engine's estimators sample their own, always valid, tokens).
+        """
         table = self.next_token_log_probs(params, x)
         return jnp.take_along_axis(table, x[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
@@ -165,6 +207,7 @@ class DiscreteModel:
             raise ValueError(
                 f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."
             )
+        self.check_params(params)
         carry, first = self.initial(params)
         keys = jax.random.split(key, num_steps)
 

@@ -367,3 +367,77 @@ def test_monte_carlo_refuses_infinite_sigma():
 
     with pytest.raises(ValueError, match=r"`sigmas` must be finite"):
         epjax.entropy_production(jax.random.key(0), OneWay(), None, num_steps=4, num_samples=64)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_log_probs_refuses_non_finite_observations(params, bad):
+    y = np.zeros((5, 2))
+    y[3, 1] = bad
+    with pytest.raises(ValueError, match=r"`y` must have finite entries, got 1 non-finite"):
+        kalman.log_probs(params, y)
+    with pytest.raises(ValueError, match=r"`y` must have finite entries"):
+        epjax.sigma(kalman.model, params, y)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# discrete families: wrong parameters reach every entry point as a named ValueError
+
+
+def _families():
+    from epjax import markov, rnn, ssm, transformer
+
+    return {
+        "gru": rnn.Model(rnn.Config(vocab_size=3, hidden_size=4, cell="gru")),
+        "transformer": transformer.Model(
+            transformer.Config(vocab_size=3, context_length=8, num_layers=1, num_heads=1, embed_size=4)
+        ),
+        "mamba": ssm.Model(ssm.Config(vocab_size=3, d_model=4, kind="mamba")),
+        "s4d": ssm.Model(ssm.Config(vocab_size=3, d_model=4, kind="s4d")),
+        "markov": markov.MarkovChain(3),
+    }
+
+
+FAMILIES = _families()
+
+
+def _entry_points(model, params):
+    x = jnp.array([0, 2, 1, 1])
+    return {
+        "log_probs": lambda: model.log_probs(params, x),
+        "sample": lambda: model.sample(jax.random.key(0), params, 4),
+        "sample_with_log_probs": lambda: model.sample_with_log_probs(jax.random.key(0), params, 4),
+        "entropy_production": lambda: epjax.entropy_production(
+            jax.random.key(0), model, params, num_steps=4, num_samples=4
+        ),
+    }
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("entry", ["log_probs", "sample", "sample_with_log_probs", "entropy_production"])
+def test_shrunk_parameters_are_refused_everywhere(family, entry):
+    model = FAMILIES[family]
+    params = jax.tree_util.tree_map(lambda a: a[..., :1] if np.ndim(a) else a, model.init(jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"`params.*` must have shape"):
+        _entry_points(model, params)[entry]()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("entry", ["log_probs", "sample", "entropy_production"])
+def test_integer_parameters_are_refused(family, entry):
+    model = FAMILIES[family]
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(jnp.int32), model.init(jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"`params.*` must have a dtype like float32, got int32"):
+        _entry_points(model, params)[entry]()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("entry", ["log_probs", "sample", "entropy_production"])
+def test_non_finite_parameters_are_refused(family, entry):
+    model = FAMILIES[family]
+    params = model.init(jax.random.key(0))
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves[-1] = jnp.asarray(leaves[-1]).at[(0,) * np.ndim(leaves[-1])].set(jnp.nan)
+    bad = jax.tree_util.tree_unflatten(treedef, leaves)
+    with pytest.raises(ValueError, match=r"`params.*` must have finite entries, got 1 NaN or infinite"):
+        _entry_points(model, bad)[entry]()
+    model.log_probs(params, jnp.array([0, 1]))  # the valid parameters still pass (no stale verdict)

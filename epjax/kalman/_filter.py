@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from epjax._checks import check_positive_int, describe
+from epjax._checks import check_finite, check_positive_int, describe
 from epjax._linalg import mv
 from epjax.kalman._params import Params, as_params
 
@@ -66,6 +66,7 @@ def _check_observations(params: Params, y) -> Array:
         raise ValueError(f"`y` must hold at least one time step, got shape {np.shape(y)}.")
     if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.floating):
         raise ValueError(f"`y` must be a float array, got dtype {jnp.asarray(y).dtype}.")
+    check_finite("y", y)  # concrete observations only; under jit the caller guarantees finite data
     return jnp.asarray(y, dtype=params.A.dtype)
 
 
