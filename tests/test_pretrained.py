@@ -347,6 +347,58 @@ def test_smollm2_log_probs_match_transformers(smollm2):
     other_first = jax.jit(other.logits)(params, jnp.asarray(batch[0, :1]))[0]
     assert float(jnp.max(jnp.abs(jax.nn.log_softmax(other_first) - jax.nn.log_softmax(first[0])))) > 0.5
 
+    # float64 on both sides, with the same weights: the implementations agree to round-off, the sharp form of
+    # the parity that float32 rounding blurs to 1e-3 above. transformers dequantises Q4_1 (d*q + m) in float32,
+    # which rounds; epjax's float64 dequantisation is exact, so its weights are copied into the torch model.
+    # transformers also keeps three float32 islands whatever the model dtype (the RoPE cosines, RMSNorm, the
+    # attention softmax); here they run in the model's dtype. The RoPE angles stay float32 products of a float32
+    # inv_freq and position, as both define them, but torch's and numpy's float32 pow round differently (one ulp
+    # in 5 of the 32 frequencies, 1e-7 on the log-probabilities), so torch gets epjax's frequencies.
+    import torch
+    from transformers.models.llama import modeling_llama
+
+    def rotary64(self, x, position_ids):
+        angles = position_ids[..., None].float() * self.inv_freq.float()
+        angles = torch.cat((angles, angles), dim=-1).double()
+        return (angles.cos() * self.attention_scaling).to(x.dtype), (angles.sin() * self.attention_scaling).to(x.dtype)
+
+    def rms_norm64(self, h):
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    softmax = torch.nn.functional.softmax
+
+    def softmax_in_dtype(x, dim=None, dtype=None, **kwargs):
+        return softmax(x, dim=dim, **kwargs)
+
+    with jax.enable_x64(True):
+        model64, params64, _ = pretrained.load_gguf(path, context_length=64, dtype="float64")
+        got64 = np.asarray(jax.jit(jax.vmap(model64.log_probs, (None, 0)))(params64, jnp.asarray(batch)))
+    hf64 = hf.double()
+    K = model.config.head_size
+    exponents = np.arange(0, K, 2, dtype=np.float32) / np.float32(K)
+    inv_freq = np.float32(1) / np.float32(model.config.rope_base) ** exponents
+    assert 0 < np.sum(inv_freq != hf.model.rotary_emb.inv_freq.float().numpy()) <= 8  # the one-ulp differences
+    hf64.model.rotary_emb.inv_freq = torch.from_numpy(inv_freq)
+    torch_names = {"attn_norm": "input_layernorm", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
+                   "v": "self_attn.v_proj", "o": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
+                   "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+    weights = {"model.embed_tokens.weight": params64["embed"], "model.norm.weight": params64["norm"]}
+    for ours, theirs in torch_names.items():
+        for i, w in enumerate(params64["blocks"][ours]):
+            weights[f"model.layers.{i}.{theirs}.weight"] = w
+    state = hf64.state_dict()
+    assert all(state[name].shape == tuple(w.shape) for name, w in weights.items())
+    hf64.load_state_dict({**state, **{k: torch.from_numpy(np.array(w)) for k, w in weights.items()}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modeling_llama.LlamaRotaryEmbedding, "forward", rotary64)
+        mp.setattr(modeling_llama.LlamaRMSNorm, "forward", rms_norm64)
+        mp.setattr(modeling_llama.nn.functional, "softmax", softmax_in_dtype)
+        for i, seq in enumerate(ids):
+            with torch.no_grad():
+                logits = hf64(torch.tensor([[model.bos_id, *seq[:-1]]])).logits[0]
+            want = torch.log_softmax(logits, -1)[torch.arange(len(seq)), torch.tensor(seq)].numpy()
+            np.testing.assert_allclose(got64[i, : len(seq)], want, atol=1e-9, rtol=0)
+
 
 @needs_smollm2
 @needs_transformers

@@ -135,8 +135,9 @@ def test_single_sentence_and_truncation(lm64):
 
 def test_refusals(gguf_path):
     model, params, tok = pretrained.load_gguf(gguf_path, context_length=8)
-    with pytest.raises(ValueError, match="`text` is empty"):
-        text_lib.text_sigma(model, params, tok, "")
+    for blank in ("", "   ", "\n\t"):
+        with pytest.raises(ValueError, match="`text` is empty or only white space"):
+            text_lib.text_sigma(model, params, tok, blank)
     with pytest.raises(ValueError, match="more than the model's context of 8 tokens"):
         text_lib.text_sigma(model, params, tok, TEXTS[0])
     with pytest.raises(ValueError, match=r"texts\[1\]: `text` is empty"):
@@ -255,6 +256,16 @@ def test_texts_command_errors(tmp_path, gguf_path, content, message):
     assert code == 2 and err.startswith("epjax: error: ") and message in err, err
 
 
+def test_texts_command_context_length(tmp_path, gguf_path):
+    file = tmp_path / "texts.json"
+    file.write_text(json.dumps({"groups": {"a": ["The cat sat on the mat. It was happy.", "The mat."],
+                                           "b": ["It was.", "The dog ran."]}}))
+    code, _, err = run_cli("texts", file, "--model", gguf_path, "--context-length", 4, "--no-progress")
+    assert code == 2 and "more than the model's context of 4 tokens" in err and "--context-length raises it" in err
+    code, out, err = run_cli("texts", file, "--model", gguf_path, "--context-length", 32, "--no-progress")
+    assert code == 0, err
+
+
 def test_texts_command_usage_errors(tmp_path, gguf_path):
     code, _, err = run_cli("texts", tmp_path / "missing.json", "--model", gguf_path)
     assert code == 2 and "cannot read the file" in err
@@ -264,6 +275,8 @@ def test_texts_command_usage_errors(tmp_path, gguf_path):
     assert code == 2 and err.startswith("epjax: error: ")
     code, _, err = run_cli("texts", "--builtin", "--model", gguf_path, "--plot", tmp_path / "x.txt")
     assert code == 2 and "extension" in err
+    code, _, err = run_cli("texts", "--builtin", "--gpt2", tmp_path, "--context-length", 8)
+    assert code == 2 and "--context-length applies to a GGUF model" in err
 
 
 def test_sample_lm_command(tmp_path, gguf_path):

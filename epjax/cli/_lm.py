@@ -207,6 +207,9 @@ def _configure_texts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--builtin", action="store_true",
                         help="the shipped set: 30 causal and 30 non-causal four-sentence texts")
     _add_model_options(parser)
+    parser.add_argument("--context-length", metavar="N", type=int_at_least(1), default=None,
+                        help="GGUF model: longest text scored, up to the file's trained context (default: the "
+                        "trained context capped at 2048 tokens)")
     parser.add_argument("--truncate", action="store_true",
                         help="at sentence level, drop a text's tail after its last sentence end instead of "
                         "refusing the text")
@@ -231,11 +234,19 @@ def texts_command(args: argparse.Namespace) -> int:
     check_output_path("--plot", args.plot, PLOT_SUFFIXES)
     if args.builtin and args.file is not None:
         raise ValueError("give either FILE or --builtin, not both.")
+    if args.gpt2 is not None and args.context_length is not None:
+        raise ValueError("--context-length applies to a GGUF model; GPT-2 folders keep their n_positions.")
     source, groups = load_text_groups(args.file)
-    model, params, tok, name = _load_language_model(args)
+    model, params, tok, name = _load_language_model(args, context_length=args.context_length)
     start = time.perf_counter()
-    rows, tests = run_texts(model, params, tok, groups, truncate=args.truncate, batch_size=args.batch_size,
-                            progress=not args.no_progress)
+    try:
+        rows, tests = run_texts(model, params, tok, groups, truncate=args.truncate, batch_size=args.batch_size,
+                                progress=not args.no_progress)
+    except ValueError as exc:
+        if "more than the model's context" in str(exc) and args.gpt2 is None:
+            raise ValueError(f"{exc} The context is what was loaded: --context-length raises it, up to the GGUF "
+                             "file's trained context.") from None
+        raise
     elapsed = time.perf_counter() - start
     result = TextsResult(source, name, list(groups), rows, tests)
     print(

@@ -216,8 +216,8 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
-        if not text:
-            raise ValueError("`text` is empty: there are no tokens to score.")
+        if not text.strip():
+            raise ValueError(f"`text` is empty or only white space ({text!r}): there are no words to score.")
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if max_length is not None and len(ids) > max_length:
             raise ValueError(
