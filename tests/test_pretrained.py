@@ -550,13 +550,17 @@ def gpt2_folder(tmp_path_factory, bpe):
 @pytest.mark.parametrize("tied, tokenizer_files", [(True, "json"), (False, "vocab+merges")])
 def test_gpt2_matches_transformers(tmp_path, bpe, tied, tokenizer_files):
     import torch
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2LMHeadModel
 
     folder = write_gpt2_checkpoint(tmp_path, bpe, tied=tied, tokenizer_files=tokenizer_files, seed=int(tied))
     model, params, tok = pretrained.load_gpt2(folder)
     assert tok.bos_id == 0 and tok.token_text(0) == "<|endoftext|>"
     assert model.max_length == 23 and model.config.tie_embeddings is tied
     hf = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    hf_tok = AutoTokenizer.from_pretrained(str(folder))  # what a transformers user would load from the folder
+    for text in [*CORPUS, " leading space", "x<|endoftext|>y", "ünïcödé — 🙂"]:
+        assert tok.encode(text) == hf_tok.encode(text, add_special_tokens=False), (tokenizer_files, text)
+        assert tok.decode(tok.encode(text)) == hf_tok.decode(hf_tok.encode(text, add_special_tokens=False))
     score, logits_of = jax.jit(model.log_probs), jax.jit(model.logits)
     for text in CORPUS[:3]:
         ids = tok.encode(text)[:16]  # one length, one compilation
