@@ -262,8 +262,11 @@ def fmt_timing(t: Timing | None) -> str:
     return "—" if t is None else f"{fmt_time(t.median)} ({fmt_time(t.best)})"
 
 
-def bench_exact(models: list[Model], t_both: list[int], t_recursive_only: list[int]) -> str:
-    rows = []
+def bench_exact(
+    models: list[Model], t_both: list[int], t_recursive_only: list[int]
+) -> tuple[str, dict[tuple[str, int, int], Timing]]:
+    """The table, and the recursive timings by (model name, state size n, T) for the target check."""
+    rows, recursive_times = [], {}
     for m in models:
         params, _ = innovation_params(m)
         n_y = params.C.shape[0]
@@ -294,6 +297,7 @@ def bench_exact(models: list[Model], t_both: list[int], t_recursive_only: list[i
             else:
                 rec, dense = measure(recursive), None
                 rec_value = float(recursive())
+            recursive_times[m.name, params.A.shape[0], T] = rec
             ratio = f"{dense.median / rec.median:.3g}×" if dense is not None else "—"
             rows.append(
                 [
@@ -329,13 +333,16 @@ def bench_exact(models: list[Model], t_both: list[int], t_recursive_only: list[i
             "dense: note",
         ],
         rows,
-    )
+    ), recursive_times
 
 
 # ---------------------------------------------------------------------------------------------------- (b)
 
 
-def bench_loglik(models: list[Model], lengths: list[int], batch: tuple[int, int]) -> str:
+def bench_loglik(
+    models: list[Model], lengths: list[int], batch: tuple[int, int]
+) -> tuple[str, list[tuple[str, str, float, float]]]:
+    """The table, and (model, case, median ratio, best ratio) of epjax ÷ dynamax throughput per row."""
     epjax_ll = jax.jit(lambda p, y: jnp.sum(epjax.kalman.log_probs(p, y)))
     dyn_ll = jax.jit(lambda p, y: lgssm_filter(p, y).marginal_loglik)
     plain_ll = jax.jit(plain_steady_state_loglik)
@@ -343,7 +350,7 @@ def bench_loglik(models: list[Model], lengths: list[int], batch: tuple[int, int]
     dyn_batch = jax.jit(jax.vmap(lambda p, y: lgssm_filter(p, y).marginal_loglik, in_axes=(None, 0)))
     plain_batch = jax.jit(jax.vmap(plain_steady_state_loglik, in_axes=(None, 0)))
     ratio = lambda slow, fast: f"{slow.median / fast.median:.2f}× ({slow.best / fast.best:.2f}×)"
-    rows = []
+    rows, ratios = [], []
     for m in models:
         params, P = innovation_params(m)
         dparams = dynamax_params(m, P)
@@ -361,6 +368,8 @@ def bench_loglik(models: list[Model], lengths: list[int], batch: tuple[int, int]
                 fns.append(partial(epjax.kalman.log_probs, params, y))
             te, td, tp, *tpub = measure_together(fns)
             steps = T * B
+            case = f"{T:,}" if B == 1 else f"{B} × {T:,}"
+            ratios.append((m.name, case, td.median / te.median, td.best / te.best))
             rows.append(
                 [
                     m.name,
@@ -396,7 +405,7 @@ def bench_loglik(models: list[Model], lengths: list[int], batch: tuple[int, int]
             "compile epjax / dynamax",
         ],
         rows,
-    )
+    ), ratios
 
 
 # ---------------------------------------------------------------------------------------------------- (c)
@@ -546,6 +555,37 @@ def header(argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+TARGET_T, TARGET_SECONDS = 1_000_000, 5.0
+
+
+def targets(
+    recursive_times: dict[tuple[str, int, int], Timing], loglik_ratios: list[tuple[str, str, float, float]]
+) -> str:
+    """The issue's two targets, judged on this run's medians."""
+    lines = []
+    big = [(name, t) for (name, n, T), t in recursive_times.items() if n == 4 and T == TARGET_T]
+    if big:
+        for name, t in big:
+            verdict = "met" if t.median < TARGET_SECONDS else "NOT met"
+            lines.append(
+                f"- recursive exact EP at T = {TARGET_T:,}, n = 4 ({name}): median {fmt_time(t.median)} "
+                f"(first call, compilation included, {fmt_time(t.median + t.compile)}); target < "
+                f"{TARGET_SECONDS:g} s: **{verdict}**."
+            )
+    else:
+        lines.append(f"- recursive exact EP at T = {TARGET_T:,}, n = 4: not run at these sizes.")
+    slower = [(name, case, r, b) for name, case, r, b in loglik_ratios if r < 1]
+    verdict = "met" if not slower else "NOT met"
+    detail = "; ".join(f"{name} {case}: {r:.2f}× ({b:.2f}× best)" for name, case, r, b in slower)
+    lines.append(
+        f"- log-likelihood throughput at least dynamax's: epjax ÷ dynamax median ratio ≥ 1 in "
+        f"{len(loglik_ratios) - len(slower)} of {len(loglik_ratios)} cases (lowest "
+        f"{min(r for _, _, r, _ in loglik_ratios):.2f}×): **{verdict}**"
+        + (f"; below 1: {detail}." if slower else ".")
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -577,9 +617,9 @@ def main(argv: list[str] | None = None) -> None:
         print("checking agreement ...", file=sys.stderr, flush=True)
         agree = check_agreement(models, 1_000)
         print("(a) exact EP ...", file=sys.stderr, flush=True)
-        exact = bench_exact(models, t_both, t_rec)
+        exact, recursive_times = bench_exact(models, t_both, t_rec)
         print("(b) log-likelihood throughput ...", file=sys.stderr, flush=True)
-        loglik = bench_loglik(models, lengths, batch)
+        loglik, loglik_ratios = bench_loglik(models, lengths, batch)
         print("(c) Monte Carlo EP ...", file=sys.stderr, flush=True)
         mc = bench_monte_carlo(models, mc_lengths, mc_n, mc_b)
 
@@ -593,6 +633,7 @@ def main(argv: list[str] | None = None) -> None:
             "### (a) Exact EP: recursive vs dense\n\n" + prose(EXACT_TEXT) + "\n\n" + exact,
             "### (b) Log-likelihood throughput: epjax vs dynamax\n\n" + prose(LOGLIK_TEXT) + "\n\n" + loglik,
             "### (c) Monte Carlo EP throughput\n\n" + prose(MC_TEXT) + "\n\n" + mc,
+            "### Targets\n\n" + targets(recursive_times, loglik_ratios),
         ]
     )
     print(section)
