@@ -291,3 +291,15 @@ def test_console_script_demo():
     proc = subprocess.run([exe, "demo", "--no-progress"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdict scalar: PASS" in proc.stdout and "verdict 2d: PASS" in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["epjax", "epjax.cli"])
+def test_python_dash_m(module):
+    """``python -m epjax`` and ``python -m epjax.cli`` are the console script: same usage line, same exit codes."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"epjax {epjax.__version__}"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", module, "kalman", "--steps", "0"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "usage: epjax kalman" in proc.stderr, proc.stderr
