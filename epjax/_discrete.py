@@ -197,8 +197,11 @@ class DiscreteModel:
         and only shapes and dtypes can be checked: there an id outside ``[0, vocab_size)`` yields NaN, so
         validate data before tracing (the engine's estimators sample their own, always valid, tokens).
         """
-        table = self.next_token_log_probs(params, x)
-        return jnp.take_along_axis(table, x[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        x = self._checked(params, x)
+        z = self.logits(params, x) / self.temperature
+        # The picked logit minus the log normaliser: no [T, V] table of log-probabilities is written.
+        picked = jnp.take_along_axis(z, x[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        return picked - jax.nn.logsumexp(z, axis=-1)
 
     def sample_with_log_probs(self, key: Array, params: PyTree, num_steps: int) -> tuple[Array, Array]:
         """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``."""

@@ -196,11 +196,28 @@ def _causal_attention(p: State, x: Array, config: Config) -> Array:
     T, H, K = x.shape[0], config.num_heads, config.head_size
     # Heads first, so both attention products are plain batched matrix products (no transposes inside).
     q, k, v = _linear(p["qkv"], x).reshape(T, 3, H, K).transpose(1, 2, 0, 3)  # [T, 3D] -> [3, H, T, K]
-    scores = jnp.einsum("htk,hsk->hts", q, k) / math.sqrt(K)  # [H, T, T]
+    scores = jnp.einsum("htk,hsk->hts", q / math.sqrt(K), k)  # [H, T, T]
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # query t sees keys s <= t
-    weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
-    y = jnp.einsum("hts,hsk->thk", weights, v)  # [T, H, K]
+    y = _softmax_weighted_sum(jnp.where(causal, scores, -jnp.inf), v, "hts,hsk->thk")  # [T, H, K]
     return _linear(p["out"], y.reshape(T, H * K))  # [T, H, K] -> [T, D]
+
+
+def _softmax_weighted_sum(scores: Array, values: Array, spec: str) -> Array:
+    """``einsum(spec, softmax(scores, -1), values)`` with the normalisation applied after the product.
+
+    ``exp(scores - max)`` times the values, divided by the row sums: the division touches the ``[.., K]``
+    output instead of the ``[.., S]`` weights, one pass fewer over the largest array (attention alone at
+    B = 256, H = 4, T = 256 on CPU: 550 -> 315 ms; a few per cent of a whole 2-layer model, whose attention
+    products are small batched matrix products that XLA's CPU backend runs far below its large-GEMM speed).
+    Every row must have a finite score (the causal diagonal guarantees it);
+    the maximum carries no gradient (softmax does not depend on it).
+    """
+    top = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    e = jnp.exp(scores - top)
+    y = jnp.einsum(spec, e, values)
+    sums = jnp.sum(e, axis=-1)  # the rows' normalisers, laid out like the output without its last axis
+    out_axes, row_axes = spec.split("->")[1], spec.split(",")[0][:-1]
+    return y / jnp.einsum(f"{row_axes}->{out_axes[:-1]}", sums)[..., None]
 
 
 def _forward(params: State, x: Array, config: Config) -> Array:
@@ -244,10 +261,9 @@ def _cached_attention(p: State, x: Array, keys: Array, values: Array, position: 
     start = (jnp.int32(0), position, jnp.int32(0))  # slot `position` of every head
     keys = jax.lax.dynamic_update_slice(keys, k[:, None], start)  # [H, S, K], S = context_length + 1
     values = jax.lax.dynamic_update_slice(values, v[:, None], start)
-    scores = jnp.einsum("hk,hsk->hs", q, keys) / math.sqrt(K)  # [H, S]
+    scores = jnp.einsum("hk,hsk->hs", q / math.sqrt(K), keys)  # [H, S]
     visible = jnp.arange(keys.shape[1]) <= position
-    weights = jax.nn.softmax(jnp.where(visible, scores, -jnp.inf), axis=-1)
-    y = jnp.einsum("hs,hsk->hk", weights, values).reshape(H * K)  # [H, K] -> [D]
+    y = _softmax_weighted_sum(jnp.where(visible, scores, -jnp.inf), values, "hs,hsk->hk").reshape(H * K)
     return _linear(p["out"], y), keys, values
 
 
