@@ -927,8 +927,9 @@ The two halves on their own, same B and T, timed in the same rounds as the table
 batched ancestral sampling with forward log-probabilities (epjax: ``jax.vmap(model.sample_with_log_probs)``,
 jitted), "score reversed" the log-likelihood of the B reversed samples (epjax: ``jax.vmap(model.log_probs)``
 of ``reverse_tokens(x)``, summed, jitted); both compiled ahead of time (``jit(...).lower(...).compile()``,
-last column). epjax on CPU: RNN and SSM layers score with ``lax.scan`` over time, input projections hoisted
-out of the loop (``ssm.Config.scan_chunk = None`` picks the sequential scan on CPU); the Transformer scores
+last column). epjax on CPU: RNN and Mamba layers score with ``lax.scan`` over time, input projections
+hoisted out of the loop (``ssm.Config.scan_chunk = None`` picks the sequential scan on CPU), S4D in its
+convolution form (impulse response and FFT, like the PyTorch peer); the Transformer scores
 with one causal pass and samples with a fixed-size key/value cache of T + 1 slots, every step attending to
 all slots under a mask (the PyTorch decoder slices the filled ones). The peers' methods are in the
 script's docstring.

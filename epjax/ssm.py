@@ -33,9 +33,11 @@ homogeneous (no positional input), as the EP of SPEC §2 requires of the scoring
 Scoring (:meth:`Model.logits`) runs every layer over the whole sequence at once: the inputs, hence
 ``a_t, b_t``, are known for all t in parallel, so the linear recurrence is solved with
 ``jax.lax.associative_scan`` on the pairs ``(a_t, b_t)`` under ``(a, b) o (a', b') = (a a', a' b + b')``,
-in time chunks of ``Config.scan_chunk`` steps (:func:`linear_recurrence`; by default one chunk on
-accelerators, and a sequential scan on CPU, where it is several times faster). Sampling uses the
-recurrent :meth:`Model.step` in ``lax.scan``. Both paths agree to round-off.
+in time chunks of ``Config.scan_chunk`` steps (:func:`linear_recurrence`; for Mamba by default one chunk
+on accelerators, and a sequential scan on CPU, where it is several times faster). S4D is time invariant,
+so by default it scores in its convolution form instead, ``y_t = sum_{s<=t} k_{t-s} v_s`` with the impulse
+response ``k_l = Re(sum_n C_n Abar_n^l Bbar_n)``, by FFT in ``O(T log T)``. Sampling uses the recurrent
+:meth:`Model.step` in ``lax.scan``. All paths agree to round-off.
 
 Example:
     >>> import jax
@@ -82,10 +84,12 @@ class Config:
         dt_rank: Mamba rank of the step-size projection; ``None`` means ``ceil(d_model / 16)``.
         dt_min: smallest initial step size ``Delta`` (log-uniform initialisation in ``[dt_min, dt_max]``).
         dt_max: largest initial step size.
-        scan_chunk: longest stretch of time solved by one associative scan when scoring (see
-            :func:`linear_recurrence`): ``1`` is a sequential scan, ``>= T`` one associative scan over the
-            whole sequence; ``None`` (default) picks by backend, sequential on CPU and one associative scan
-            on GPU/TPU. Changes speed and memory only, never the numbers beyond round-off.
+        scan_chunk: how scoring solves the recurrence. An integer is the longest stretch of time solved by
+            one associative scan (see :func:`linear_recurrence`): ``1`` is a sequential scan, ``>= T`` one
+            associative scan over the whole sequence. ``None`` (default): S4D, being time invariant, uses its
+            convolution form (impulse response and FFT, on every backend); Mamba picks by backend, sequential
+            on CPU and one associative scan on GPU/TPU. Changes speed and memory only, never the numbers
+            beyond round-off.
         dtype: parameter and computation dtype, ``"float32"`` or ``"float64"`` (the latter needs
             ``jax.enable_x64``).
     """
@@ -273,18 +277,49 @@ class S4DLayer(nnx.Module):
         h = a * h + b
         return h, self._mix(u, _s4d_readout(C, h) + self.D[...] * v)
 
-    def __call__(self, u: Array, chunk: int) -> Array:
-        """The whole sequence at once: ``[T, H]`` -> ``[T, H]`` from the zero state."""
-        Abar, Bbar, C = self.discretise()
+    def __call__(self, u: Array, chunk: int | None) -> Array:
+        """The whole sequence at once: ``[T, H]`` -> ``[T, H]`` from the zero state.
+
+        ``chunk = None``: the convolution form (:meth:`kernel`, FFT); an integer: :func:`linear_recurrence`.
+        """
         v = self.norm(u)
-        y, _ = linear_recurrence(
-            lambda v_c: _s4d_coefficients(Abar, Bbar, v_c),
-            lambda h, _: _s4d_readout(C, h),
-            self.init_state(),
-            v,
-            chunk,
-        )
+        if chunk is None:
+            y = _causal_convolution(self.kernel(v.shape[0]), v)
+        else:
+            Abar, Bbar, C = self.discretise()
+            y, _ = linear_recurrence(
+                lambda v_c: _s4d_coefficients(Abar, Bbar, v_c),
+                lambda h, _: _s4d_readout(C, h),
+                self.init_state(),
+                v,
+                chunk,
+            )
         return self._mix(u, y + self.D[...] * v)
+
+    def kernel(self, length: int) -> Array:
+        """The layer's impulse response ``k_l = Re(sum_n C_n Abar_n^l Bbar_n)``, ``l < length``: ``[length, H]``.
+
+        ``y_t = sum_{s <= t} k_{t-s} v_s`` is the recurrence from the zero state, summed in closed form;
+        ``Abar^l = exp(l Delta A)`` exactly (no repeated products).
+        """
+        A = -jnp.exp(self.log_A_real[...]) + 1j * self.A_imag[...]
+        dtA = jnp.exp(self.log_dt[...])[:, None] * A  # [H, N]
+        Bbar = (jnp.exp(dtA) - 1) / A
+        C = self.C_re[...] + 1j * self.C_im[...]
+        lags = jnp.arange(length, dtype=self.log_dt[...].dtype)
+        return jnp.einsum("lhn,hn->lh", jnp.exp(lags[:, None, None] * dtA), C * Bbar).real
+
+
+def _causal_convolution(kernel: Array, v: Array) -> Array:
+    """``y_t = sum_{s <= t} kernel_{t-s} v_s`` per channel, for ``kernel, v`` ``[T, H]``, by FFT.
+
+    Zero-padded to a power of two ``>= 2T - 1`` so the circular convolution has no wrap-around in its first
+    ``T`` outputs: ``O(T log T)`` per channel instead of the recurrence's ``T`` sequential steps.
+    """
+    T = v.shape[0]
+    n = 1 << (2 * T - 1).bit_length()
+    spectrum = jnp.fft.rfft(v, n, axis=0) * jnp.fft.rfft(kernel, n, axis=0)
+    return jnp.fft.irfft(spectrum, n, axis=0)[:T].astype(v.dtype)
 
 
 def _s4d_coefficients(Abar: Array, Bbar: Array, v: Array) -> tuple[Array, Array]:
@@ -351,14 +386,21 @@ class MambaLayer(nnx.Module):
         """One time step: state, input ``[d_model]`` -> new state, output ``[d_model]``."""
         conv_state, h = state
         v, z = jnp.split(self.in_proj(self.norm(u)), 2, axis=-1)
-        window = jnp.concatenate([conv_state, v[None]], axis=0)  # [K, E], oldest first
-        c = jax.nn.silu(jnp.sum(self.conv_w[...] * window, axis=0) + self.conv_b[...])
+        # The causal conv over the window (conv_state oldest first, then v), written as K scaled vectors: under
+        # vmap a reduction over the window axis compiles to a loop on CPU about 20x slower than this sum.
+        w = self.conv_w[...]
+        K = w.shape[0]
+        acc = w[K - 1] * v
+        for k in range(K - 1):
+            acc = acc + w[k] * conv_state[k]
+        c = jax.nn.silu(acc + self.conv_b[...])
         delta, B, C = self._selective(c)
         a, b = _mamba_coefficients(-jnp.exp(self.A_log[...]), (delta, c, B, C))
         h = a * h + b
-        return (window[1:], h), self._gate_out(u, _mamba_readout(h, (delta, c, B, C)), c, z)
+        conv_state = jnp.concatenate([conv_state, v[None]], axis=0)[1:]  # the last K - 1 inputs
+        return (conv_state, h), self._gate_out(u, _mamba_readout(h, (delta, c, B, C)), c, z)
 
-    def __call__(self, u: Array, chunk: int) -> Array:
+    def __call__(self, u: Array, chunk: int | None) -> Array:
         """The whole sequence at once: ``[T, d_model]`` -> ``[T, d_model]`` from the zero state."""
         T, K = u.shape[0], self.d_conv
         v, z = jnp.split(self.in_proj(self.norm(u)), 2, axis=-1)
@@ -372,7 +414,7 @@ class MambaLayer(nnx.Module):
             _mamba_readout,
             self.init_state()[1],
             (delta, c, B, C),
-            chunk,
+            _scan_chunk(chunk),
         )
         return self._gate_out(u, y, c, z)
 
@@ -413,7 +455,7 @@ class Network(nnx.Module):
             new.append(s)
         return new, self.head(self.norm(u))
 
-    def __call__(self, u: Array, chunk: int) -> Array:
+    def __call__(self, u: Array, chunk: int | None) -> Array:
         """Inputs ``[T, d_model]`` (BOS first) -> logits ``[T, V]``, all positions in parallel."""
         for layer in self.layers:
             u = layer(u, chunk)
@@ -475,7 +517,7 @@ class Model(DiscreteModel):
         """``[T, V]`` logits by the parallel (associative-scan) pass over ``[BOS, x_1 .. x_{T-1}]``."""
         net = self._network(params)
         inputs = jnp.concatenate([net.bos[...][None], net.embed(x[:-1])], axis=0)
-        return net(inputs, _scan_chunk(self.config.scan_chunk))
+        return net(inputs, self.config.scan_chunk)
 
     def __repr__(self) -> str:
         return f"ssm.Model({self.config}, temperature={self.temperature})"

@@ -131,7 +131,7 @@ def _log_softmax(z):
 
 @pytest.mark.parametrize(
     "kind, extra, chunks",
-    [("s4d", {}, (3, 64)), ("mamba", {}, (3, 64)), ("mamba", dict(d_conv=1, dt_rank=2), (3,))],
+    [("s4d", {}, (1, 3, 64)), ("mamba", {}, (3, 64)), ("mamba", dict(d_conv=1, dt_rank=2), (3,))],
 )
 def test_scan_and_step_match_numpy_loop(x64, kind, extra, chunks):
     model, params = make(kind, **extra)
@@ -139,7 +139,8 @@ def test_scan_and_step_match_numpy_loop(x64, kind, extra, chunks):
     # Chunk 3 on T = 11 is three associative scans of 3 steps carried by a scan, then a tail of 2 steps;
     # 64 is one associative scan over the whole sequence.
     chunked = [jax.jit(ssm.Model(dataclasses.replace(model.config, scan_chunk=c)).logits) for c in chunks]
-    chunked.append(jitted(model, "logits"))  # the default: sequential on CPU, one associative scan elsewhere
+    # The default: S4D's FFT convolution; Mamba sequential on CPU, one associative scan elsewhere.
+    chunked.append(jitted(model, "logits"))
     for seed in range(2):
         x = jax.random.randint(jax.random.key(seed), (11,), 0, 3)
         ref = reference_logits(model, params, x)
@@ -148,6 +149,16 @@ def test_scan_and_step_match_numpy_loop(x64, kind, extra, chunks):
         np.testing.assert_allclose(step, ref, rtol=1e-10, atol=1e-12)
         for parallel in chunked:
             np.testing.assert_allclose(parallel(params, x), step, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("T", [1, 2, 257])
+def test_s4d_convolution_equals_recurrence(x64, T):
+    """The FFT convolution (default S4D scoring) against the sequential recurrence, lengths around the padding."""
+    model, params = make("s4d")
+    sequential = ssm.Model(dataclasses.replace(model.config, scan_chunk=1))
+    x = jax.random.randint(jax.random.key(T), (T,), 0, 3)
+    np.testing.assert_allclose(jax.jit(model.logits)(params, x), jax.jit(sequential.logits)(params, x),
+                               rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 5, 100])
