@@ -348,9 +348,9 @@ def test_smollm2_log_probs_match_transformers(smollm2):
     assert float(jnp.max(jnp.abs(jax.nn.log_softmax(other_first) - jax.nn.log_softmax(first[0])))) > 0.5
 
     # float64 on both sides, with the same weights: the implementations agree to round-off, the sharp form of
-    # the parity that float32 rounding blurs to 1e-3 above. transformers dequantises Q4_1 (d*q + m) in float32,
-    # which rounds; epjax's float64 dequantisation is exact, so its weights are copied into the torch model.
-    # transformers also keeps three float32 islands whatever the model dtype (the RoPE cosines, RMSNorm, the
+    # the parity that float32 rounding blurs to 1e-3 above. Both dequantise to the same float32 values; epjax's
+    # are copied into the torch model all the same, so the comparison cannot depend on the two dequantisers.
+    # transformers keeps three float32 islands whatever the model dtype (the RoPE cosines, RMSNorm, the
     # attention softmax); here they run in the model's dtype. The RoPE angles stay float32 products of a float32
     # inv_freq and position, as both define them, but torch's and numpy's float32 pow round differently (one ulp
     # in 5 of the 32 frequencies, 1e-7 on the log-probabilities), so torch gets epjax's frequencies.

@@ -21,10 +21,11 @@ and the aligned tensor data. Two layout conventions matter to a reader:
   Q4_1   20 / 32  ``d: f16, m: f16``, nibbles as Q4_0               ``d q_i + m``
   ====== ======== ================================================ =========================================
 
-The reader parses the header itself (``gguf.GGUFReader`` builds a NumPy view per metadata element: over ten
-seconds for a 49k-token vocabulary) and memory-maps the tensor data, so nothing is read until a tensor is
-asked for. Every malformed input -- not a GGUF file, a truncated or corrupt header, an unsupported tensor type
--- is a ``ValueError`` naming the file and the problem.
+The reader parses the header itself (``gguf.GGUFReader`` builds a NumPy view per metadata element: 2.2 s
+for SmolLM2's 49k-token vocabulary on a 2-core CPU, against 0.05 s here) and memory-maps the tensor data,
+so nothing is read until a tensor is asked for. The ``gguf`` package is the test oracle for the reader and
+for every dequantiser. Every malformed input -- not a GGUF file, a truncated or corrupt header, an
+unsupported tensor type -- is a ``ValueError`` naming the file and the problem.
 """
 
 from __future__ import annotations
