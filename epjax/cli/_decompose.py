@@ -38,20 +38,6 @@ ROWS_SHOWN = 40  # longer tables print their first and last ROWS_SHOWN // 2 step
 
 
 @dataclass
-class Estimated:
-    """The reverse-model estimate of ``D_t`` (see :func:`epjax.decomposition.estimate_decomposition`)."""
-
-    D: np.ndarray
-    D_stderr: np.ndarray
-    total: float
-    total_stderr: float
-    bias: float
-    bias_stderr: float
-    num_samples: int
-    reverse_loss: float  # held-out cross-entropy per token of the reverse model
-
-
-@dataclass
 class DecomposeResult:
     """What ``epjax decompose`` reports for one model; the exact arrays are ``None`` where not computed."""
 
@@ -61,7 +47,8 @@ class DecomposeResult:
     terms: dict[str, np.ndarray] | None  # D, L, M, forward_information, backward_information
     ep: float | None  # the exact EP computed independently (eq. 71, or enumeration of sigma)
     ep_method: str
-    estimate: Estimated | None = None
+    estimate: Any = None  # epjax.decomposition.EstimatedDecomposition, with --estimate
+    reverse_loss: float | None = None  # the reverse model's held-out cross-entropy per token, with --estimate
 
     @property
     def total(self) -> float | None:
@@ -123,11 +110,12 @@ def decompose_saved(args: argparse.Namespace) -> DecomposeResult:
         args.saved.name, header, T, terms, ep, f"enumeration of all {V}^{T} paths" if exact else "not computed"
     )
     if args.estimate:
-        result.estimate = _estimate(args, model, params, T)
+        result.estimate, result.reverse_loss = _estimate(args, model, params, T)
     return result
 
 
-def _estimate(args: argparse.Namespace, model: Any, params: Any, num_steps: int) -> Estimated:
+def _estimate(args: argparse.Namespace, model: Any, params: Any, num_steps: int) -> tuple[Any, float]:
+    """The reverse-model estimate of ``D_t`` and the reverse model's held-out loss per token."""
     from epjax import decomposition as dec
     from epjax import train as train_lib
 
@@ -144,10 +132,7 @@ def _estimate(args: argparse.Namespace, model: Any, params: Any, num_steps: int)
         jax.random.fold_in(key, 1), model, params, model, reverse_params, num_steps=num_steps,
         num_samples=args.samples,
     )
-    return Estimated(
-        est.D, est.D_stderr, est.total, est.total_stderr, est.bias, est.bias_stderr, est.num_samples,
-        float(history.eval_loss[-1]),
-    )
+    return est, float(history.eval_loss[-1])
 
 
 def _shown_rows(T: int) -> list[int | None]:
@@ -200,7 +185,7 @@ def format_decompose_result(result: DecomposeResult) -> str:
     if est is not None:
         lines += [
             f"  reverse-model estimate (N = {est.num_samples}; reverse model's held-out loss "
-            f"{est.reverse_loss:.4f} nats/token): sum_t D_t estimate = {est.total:.6f} ± {est.total_stderr:.6f}",
+            f"{result.reverse_loss:.4f} nats/token): sum_t D_t estimate = {est.total:.6f} ± {est.total_stderr:.6f}",
             f"  BIAS: each D_t estimate is biased DOWN by the reverse model's excess cross-entropy at step t, which "
             f"lies in [0, b]; the total b = KL(P || R) = {est.bias:.6f} ± {est.bias_stderr:.6f} is estimated "
             "exactly from the model's own likelihood,",
@@ -235,7 +220,7 @@ def decompose_json(results: list[DecomposeResult], **settings: Any) -> dict[str,
                 "D": _json_list(e.D), "D_stderr": _json_list(e.D_stderr), "total": json_number(e.total),
                 "total_stderr": json_number(e.total_stderr), "bias": json_number(e.bias),
                 "bias_stderr": json_number(e.bias_stderr), "num_samples": e.num_samples,
-                "reverse_model_held_out_loss": json_number(e.reverse_loss),
+                "reverse_model_held_out_loss": json_number(r.reverse_loss),
                 "bias_direction": "downward: each D_t estimate is low by the reverse model's excess cross-entropy "
                 "at step t, in [0, bias]",
             }
