@@ -1,8 +1,11 @@
 """Shared test helpers: problem builders and small oracle models."""
 
+import contextlib
+import io
+
 import numpy as np
 
-from epjax import kalman
+from epjax import cli, kalman
 
 PAPER_SCALAR = dict(A=[[0.9]], C=[[1.0]], Q=[[1.0]], R=[[1.0]])
 PAPER_2D = dict(A=[[0.8, 0.3], [0.0, 0.5]], C=[[1.0, 0.5], [0.0, 1.0]], Q=np.eye(2), R=np.eye(2))
@@ -24,3 +27,11 @@ def make_state_space(seed: int, n: int, n_y: int, radius: float = 0.9):
 def make_params(seed: int, n: int, n_y: int, radius: float = 0.9) -> kalman.Params:
     """Innovation-form parameters of :func:`make_state_space` (call inside an x64 context for float64)."""
     return kalman.from_state_space(*make_state_space(seed, n, n_y, radius))
+
+
+def run_cli(*argv):
+    """``epjax`` with ``argv`` (any values, made strings), stdout and stderr captured: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

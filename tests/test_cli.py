@@ -4,9 +4,7 @@ Every run uses T in (2, 4) and the built-in model shapes, so the compiled functi
 (jit caches are per process) and the module runs in seconds after the first compilation.
 """
 
-import contextlib
 import csv
-import io
 import json
 import re
 import shutil
@@ -15,7 +13,7 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from helpers import PAPER_2D, PAPER_SCALAR
+from helpers import PAPER_2D, PAPER_SCALAR, run_cli
 
 import epjax
 from epjax import cli, kalman
@@ -26,12 +24,6 @@ SAMPLES = 400
 ROW = re.compile(r"^\s+(\d+)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+) ± (\d+\.\d+)\s+([-+]\d+\.\d+|n/a)$")
 
 
-def run_cli(*argv):
-    """``main(argv)`` with stdout and stderr captured: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def parse_tables(stdout):

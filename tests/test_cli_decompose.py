@@ -1,24 +1,15 @@
 """``epjax decompose``, run in-process through ``main([...])``: Kalman examples and saved discrete models."""
 
-import contextlib
 import csv
-import io
 import json
 
 import jax
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from epjax import cli, kalman, train
+from epjax import kalman, train
 from epjax.decomposition import exact_decomposition
-
-
-def run_cli(*argv):
-    """``main(argv)`` with stdout and stderr captured: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ One tiny GRU is trained once on the built-in chain (module fixture) and measured
 the cheap ``markov`` family or fail before any computation.
 """
 
-import contextlib
 import functools
-import io
 import json
 
 import jax
 import numpy as np
 import pytest
+from helpers import run_cli
 
 import epjax
 from epjax import cli, markov, train
@@ -21,12 +20,6 @@ LENGTH = 8
 CHAIN = mt.make_chain()  # the built-in process's default chain
 
 
-def run_cli(*argv):
-    """``main(argv)`` with stdout and stderr captured: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

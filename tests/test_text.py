@@ -8,9 +8,7 @@ statistics recomputed with :mod:`epjax.stats` from the printed table. Identities
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import re
 from pathlib import Path
@@ -19,13 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import run_cli
 
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
 from test_pretrained import _smollm2_path, train_tokenizer, write_llama_gguf  # noqa: E402
 
-from epjax import cli, pretrained, stats  # noqa: E402
+from epjax import pretrained, stats  # noqa: E402
 from epjax import text as text_lib  # noqa: E402
 
 TEXTS = [
@@ -194,11 +193,6 @@ def test_fluctuation_check_runs(gguf_path):
 # --- the command line ---------------------------------------------------------------------------------------
 
 
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 ROW = re.compile(r"^\s+(\S+)\s+(\d+)\s+(\d+)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)$")
