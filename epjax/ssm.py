@@ -254,10 +254,15 @@ class S4DLayer(nnx.Module):
         self.D = nnx.Param(jax.random.normal(rngs.params(), (H,), dtype))
         self.out = nnx.Linear(H, 2 * H, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
+    def _step_exponent(self) -> tuple[Array, Array]:
+        """``(Delta A, A)``, complex ``[H, N]``: ``Abar = exp(Delta A)``."""
+        A = -jnp.exp(self.log_A_real[...]) + 1j * self.A_imag[...]
+        return jnp.exp(self.log_dt[...])[:, None] * A, A
+
     def discretise(self) -> tuple[Array, Array, Array]:
         """``(Abar, Bbar, C)``, each complex ``[H, N]`` (zero-order hold with ``B = 1``)."""
-        A = -jnp.exp(self.log_A_real[...]) + 1j * self.A_imag[...]
-        Abar = jnp.exp(jnp.exp(self.log_dt[...])[:, None] * A)
+        dtA, A = self._step_exponent()
+        Abar = jnp.exp(dtA)
         return Abar, (Abar - 1) / A, self.C_re[...] + 1j * self.C_im[...]
 
     def _mix(self, u: Array, y: Array) -> Array:
@@ -302,10 +307,8 @@ class S4DLayer(nnx.Module):
         ``y_t = sum_{s <= t} k_{t-s} v_s`` is the recurrence from the zero state, summed in closed form;
         ``Abar^l = exp(l Delta A)`` exactly (no repeated products).
         """
-        A = -jnp.exp(self.log_A_real[...]) + 1j * self.A_imag[...]
-        dtA = jnp.exp(self.log_dt[...])[:, None] * A  # [H, N]
-        Bbar = (jnp.exp(dtA) - 1) / A
-        C = self.C_re[...] + 1j * self.C_im[...]
+        dtA, _ = self._step_exponent()
+        _, Bbar, C = self.discretise()
         lags = jnp.arange(length, dtype=self.log_dt[...].dtype)
         return jnp.einsum("lhn,hn->lh", jnp.exp(lags[:, None, None] * dtA), C * Bbar).real
 
