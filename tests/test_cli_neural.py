@@ -264,9 +264,8 @@ def test_ep_beyond_the_transformer_context(tmp_path):
     assert code == 2 and "--steps 9 exceeds the model's context of 8 tokens" in err
 
 
-@pytest.mark.slow
 def test_demo_neural_section(monkeypatch):
-    """Slow (~15 s of compiling); the pieces are tested fast in test_markov_training.py."""
+    """The demo's neural section end to end at small sizes (~15 s, mostly compiling)."""
     small = dict(length=6, sequences=400, held_out=200, steps=60, batch_size=32, learning_rate=2e-2, width=8)
     monkeypatch.setattr(cli._demo, "DEMO_NEURAL", small)  # the real demo: T = 16, 500 steps, ~30 s of CPU
     code, out, err = run_cli("demo", "--only", "neural", "--samples", 300, "--no-progress")
