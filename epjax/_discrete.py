@@ -113,6 +113,9 @@ class DiscreteModel:
     vocab_size: int
     temperature: float = 1.0
     max_length: int | None = None  # longest sequence the model can score (a Transformer's context)
+    # True for decoders whose carry is a key/value cache with a slot per position: sampling then grows the
+    # cache window by window (see `decode_windows` and `fit_cache`) instead of attending to all slots.
+    windowed_cache: bool = False
 
     # --- to implement -------------------------------------------------------------------------------------
     def init(self, key: Array) -> PyTree:
@@ -125,6 +128,10 @@ class DiscreteModel:
 
     def step(self, params: PyTree, carry: PyTree, token: Array, position: Array) -> tuple[PyTree, Array]:
         """Consume ``token`` at ``position`` (0-based) and return the new carry and next-token logits ``[V]``."""
+        raise NotImplementedError
+
+    def fit_cache(self, carry: PyTree, num_slots: int) -> PyTree:
+        """The carry with its key/value cache cut or zero-padded to ``num_slots`` positions (cached decoders)."""
         raise NotImplementedError
 
     def logits(self, params: PyTree, x: Array) -> Array:
@@ -204,14 +211,18 @@ class DiscreteModel:
         return picked - jax.nn.logsumexp(z, axis=-1)
 
     def sample_with_log_probs(self, key: Array, params: PyTree, num_steps: int) -> tuple[Array, Array]:
-        """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``."""
+        """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``.
+
+        One ``lax.scan`` of :meth:`step`; a decoder with a key/value cache runs it in a few consecutive scans
+        (:func:`decode_windows`), each over a cache just long enough for its positions.
+        """
         num_steps = check_positive_int("num_steps", num_steps)
         if self.max_length is not None and num_steps > self.max_length:
             raise ValueError(
                 f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."
             )
         self.check_params(params)
-        carry, first = self.initial(params)
+        carry, logits = self.initial(params)
         keys = jax.random.split(key, num_steps)
 
         def body(state, inputs):
@@ -222,12 +233,52 @@ class DiscreteModel:
             carry, logits = self.step(params, carry, token, position)
             return (carry, logits), (token, log_p[token])
 
-        _, (tokens, log_p) = jax.lax.scan(body, (carry, first), (keys, jnp.arange(num_steps)))
-        return tokens, log_p
+        ends = decode_windows(num_steps) if self.windowed_cache else (num_steps,)
+        tokens, log_p, start = [], [], 0
+        for end in ends:
+            # Step `t` writes model position t + 1, so this segment needs the positions 0 .. end.
+            carry = self.fit_cache(carry, end + 1) if self.windowed_cache else carry
+            (carry, logits), (x, lp) = jax.lax.scan(
+                body, (carry, logits), (keys[start:end], jnp.arange(start, end))
+            )
+            tokens.append(x)
+            log_p.append(lp)
+            start = end
+        if len(ends) == 1:
+            return tokens[0], log_p[0]
+        return jnp.concatenate(tokens), jnp.concatenate(log_p)
 
     def sample(self, key: Array, params: PyTree, num_steps: int) -> Array:
         """Ancestral sample of ``num_steps`` tokens, int32 ``[T]``."""
         return self.sample_with_log_probs(key, params, num_steps)[0]
+
+
+def decode_windows(num_steps: int, *, min_steps: int = 64, max_windows: int = 4) -> tuple[int, ...]:
+    """Ends of the consecutive sampling scans of a decoder with a key/value cache: ``n`` equal windows.
+
+    Step ``t`` of a cached decoder attends to every slot of its cache, so a cache sized for the whole
+    sequence makes each step read ``T + 1`` slots where only ``t + 2`` are filled. Sampling in ``n`` scans,
+    the ``i``-th over a cache of ``end_i + 1`` slots, reads on average ``(n + 1) / (2 n)`` of that:
+    5/8 at ``n = 4`` (of the best possible 1/2), for ``n`` compiled scan bodies instead of one. Windows
+    shorter than ``min_steps`` steps are not worth a compilation: short samples run in one scan.
+
+    >>> decode_windows(256)
+    (64, 128, 192, 256)
+    >>> decode_windows(100)
+    (100,)
+    """
+    n = max(1, min(max_windows, num_steps // min_steps))
+    return tuple(num_steps * (i + 1) // n for i in range(n))
+
+
+def fit_slots(x: Array, axis: int, num_slots: int) -> Array:
+    """``x`` cut or zero-padded along ``axis`` to ``num_slots`` entries (a key/value cache's slot axis)."""
+    size = x.shape[axis]
+    if size >= num_slots:
+        return jax.lax.slice_in_dim(x, 0, num_slots, axis=axis)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, num_slots - size)
+    return jnp.pad(x, pad)
 
 
 def frozen_config(cls):

@@ -455,6 +455,24 @@ def test_tiny_llama_kv_cache_equals_parallel_float64(tiny_gguf):
         np.testing.assert_allclose(scanned, parallel, rtol=0, atol=1e-10)
 
 
+def test_llama_windowed_sampling_equals_one_scan(x64):
+    config = llama.Config(
+        vocab_size=7, context_length=140, num_layers=2, num_heads=4, num_kv_heads=2, embed_size=16,
+        mlp_size=8, bos_id=0, dtype="float64",
+    )
+    model = llama.Model(config)
+    params = jax.tree.map(lambda a: a * 20 if a.ndim > 1 else a, model.init(jax.random.key(4)))
+    one_scan = model.with_temperature(1.0)
+    one_scan.windowed_cache = False  # a single scan over the full 141-slot cache
+    key = jax.random.key(5)
+    x, log_p = jax.jit(model.sample_with_log_probs, static_argnums=2)(key, params, 130)  # windows 65, 130
+    x_one, log_p_one = jax.jit(one_scan.sample_with_log_probs, static_argnums=2)(key, params, 130)
+    np.testing.assert_array_equal(x, x_one)
+    np.testing.assert_allclose(log_p, log_p_one, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(log_p, jax.jit(model.log_probs)(params, x), rtol=0, atol=1e-10)
+    assert model.fit_cache(model.initial(params)[0], 9).keys.shape == (2, 9, 2, 4)
+
+
 def test_llama_init_and_temperature():
     config = llama.Config(
         vocab_size=11,

@@ -12,7 +12,7 @@ from flax import nnx
 
 import epjax
 from epjax import transformer
-from epjax._discrete import DiscreteModel
+from epjax._discrete import DiscreteModel, decode_windows, fit_slots
 
 TINY = dict(vocab_size=3, context_length=6, num_layers=2, num_heads=2, embed_size=8)
 
@@ -168,6 +168,62 @@ def test_sample_with_log_probs_scores_its_sample(x64):
     x, log_p = jax.jit(jax.vmap(lambda k: TIED.sample_with_log_probs(k, params, 6)))(keys)
     assert x.dtype == jnp.int32 and x.shape == (8, 6)
     np.testing.assert_allclose(log_p, jax.vmap(score, in_axes=(None, None, 0))(TIED, params, x), rtol=1e-11)
+
+
+def single_scan(model):
+    """The same model sampling in one scan over its full-size cache (the sampler before windowing)."""
+    clone = model.with_temperature(model.temperature)
+    clone.windowed_cache = False
+    return clone
+
+
+@pytest.mark.parametrize("num_steps", [130, 200])
+def test_windowed_sampling_equals_one_scan_over_the_full_cache(x64, num_steps):
+    # context 200, T = 130 / 200: two / three windows (decode_windows), the last one shorter than the context
+    # or equal to it; the one-scan sampler attends to all 201 slots at every step.
+    model = make_model(context_length=200)
+    assert len(decode_windows(num_steps)) == num_steps // 64
+    params = random_params(model, 11)
+    keys = jax.random.split(jax.random.key(3), 3)
+    sample = lambda m: jax.jit(jax.vmap(lambda k: m.sample_with_log_probs(k, params, num_steps)))(keys)
+    x, log_p = sample(model)
+    x_one, log_p_one = sample(single_scan(model))
+    np.testing.assert_array_equal(x, x_one)  # the same random stream, the same laws: the same tokens
+    np.testing.assert_allclose(log_p, log_p_one, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(log_p, jax.vmap(score, in_axes=(None, None, 0))(model, params, x), atol=1e-11)
+
+
+def test_fit_cache_cuts_and_pads_the_slot_axis(x64):
+    params = random_params(TIED, 12)
+    cache, _ = TIED.initial(params)  # context 6: 7 slots, BOS written in slot 0
+    cut = TIED.fit_cache(cache, 2)
+    assert all(a.shape == (2, 2, 4) for a in cut.keys + cut.values)
+    grown = TIED.fit_cache(cut, 5)
+    assert all(a.shape == (2, 5, 4) for a in grown.keys + grown.values)
+    for full, g in zip(cache.keys + cache.values, grown.keys + grown.values, strict=True):
+        np.testing.assert_array_equal(g[:, :2], full[:, :2])
+        assert not np.any(g[:, 2:]) and np.any(g[:, 0])
+
+
+def test_decode_windows():
+    assert decode_windows(1) == (1,)
+    assert decode_windows(127) == (127,)
+    assert decode_windows(128) == (64, 128)
+    assert decode_windows(257) == (64, 128, 192, 257)
+    assert decode_windows(4096) == (1024, 2048, 3072, 4096)  # at most four compiled scans
+    for T in range(1, 600, 7):
+        ends = decode_windows(T)
+        assert ends[-1] == T and all(b > a for a, b in zip((0,) + ends, ends, strict=False))
+
+
+def test_fit_slots():
+    x = jnp.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(fit_slots(x, 1, 2), x[:, :2])
+    padded = fit_slots(x, 1, 5)
+    assert padded.shape == (2, 5, 4)
+    np.testing.assert_array_equal(padded[:, :3], x)
+    assert not np.any(padded[:, 3:])
+    np.testing.assert_array_equal(fit_slots(x, 1, 3), x)
 
 
 def test_temperature_divides_the_logits(x64):

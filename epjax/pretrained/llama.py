@@ -19,8 +19,10 @@ permutation exactly as transformers' GGUF loader does, so the parameters equal t
 
 The layers are stacked (leading axis ``num_layers``) and run with one ``lax.scan``, which keeps compilation
 short for deep models. Scoring ``T <= context_length`` tokens is one parallel causal pass. Decoding
-(:meth:`Model.initial`, :meth:`Model.step`, hence sampling) keeps a fixed-size key/value cache of
-``context_length + 1`` positions (BOS plus every token the sampler may consume).
+(:meth:`Model.initial`, :meth:`Model.step`) keeps a fixed-size key/value cache of ``context_length + 1``
+positions (BOS plus every token the sampler may consume); sampling ``T`` tokens cuts it to the ``T + 1``
+positions it can reach and grows it in up to four windows (``epjax._discrete.decode_windows``), as
+:mod:`epjax.transformer` does.
 
 >>> import jax
 >>> config = Config(vocab_size=11, context_length=8, num_layers=2, num_heads=4, num_kv_heads=2, embed_size=16,
@@ -42,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._discrete import DiscreteModel, check_temperature
+from epjax._discrete import DiscreteModel, check_temperature, fit_slots
 from epjax.pretrained._gguf import GGUFFile, metadata_value
 
 Array = jax.Array
@@ -326,6 +328,7 @@ class Model(DiscreteModel):
     """
 
     family = "llama"
+    windowed_cache = True
 
     def __init__(self, config: Config | Mapping[str, Any], *, temperature: float = 1.0):
         if isinstance(config, Mapping):
@@ -373,6 +376,10 @@ class Model(DiscreteModel):
         """
         position = jnp.asarray(position, jnp.int32) + 1  # BOS holds position 0
         return _decode(params, carry, params["embed"][token], position, self.config)
+
+    def fit_cache(self, carry: Cache, num_slots: int) -> Cache:
+        """The cache cut or zero-padded to ``num_slots`` positions (the sampler grows it window by window)."""
+        return Cache(fit_slots(carry.keys, 1, num_slots), fit_slots(carry.values, 1, num_slots))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
