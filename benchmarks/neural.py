@@ -522,9 +522,10 @@ def measure_together(
 
 
 def aot(fn, *args) -> tuple[Callable[[], object], float]:
-    """Compile ``jax.jit(fn)`` for ``args`` ahead of time (no run); the call and the compile seconds."""
+    """Compile ``fn`` for ``args`` ahead of time (no run), as epjax compiles its own entry points
+    (``compiler_options=epjax.compiler_options()``); the call and the compile seconds."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=epjax.compiler_options() or None).lower(*args).compile()
     return partial(compiled, *args), time.perf_counter() - t0
 
 
@@ -891,6 +892,8 @@ def header(argv: list[str], s: Sizes) -> str:
         f"flax {flax.__version__}, torch {torch.__version__}, numpy {np.__version__}, epjax {epjax.__version__}",
         f"- epjax source: {git_revision()}",
         f"- command: `{shlex.join(['python', *argv])}`",
+        f"- XLA compiler options of epjax's computations (`epjax.compiler_options()`): "
+        f"`{epjax.compiler_options() or 'none (XLA defaults)'}`",
         f"- threads: JAX {jax_threads}; PyTorch timed at its default `torch.get_num_threads()` = "
         f"{TORCH_DEFAULT_THREADS} and at `torch.set_num_threads(1)`, eager, `torch.inference_mode()`, "
         f"`OMP_WAIT_POLICY` = `{os.environ.get('OMP_WAIT_POLICY', 'unset')}`",
@@ -926,13 +929,14 @@ PARTS_TEXT = """
 The two halves on their own, same B and T, timed in the same rounds as the table above: "sample" is the
 batched ancestral sampling with forward log-probabilities (epjax: ``jax.vmap(model.sample_with_log_probs)``,
 jitted), "score reversed" the log-likelihood of the B reversed samples (epjax: ``jax.vmap(model.log_probs)``
-of ``reverse_tokens(x)``, summed, jitted); both compiled ahead of time (``jit(...).lower(...).compile()``,
-last column). epjax on CPU: RNN and Mamba layers score with ``lax.scan`` over time, input projections
+of ``reverse_tokens(x)``, summed, jitted); both compiled ahead of time
+(``jit(..., compiler_options=epjax.compiler_options()).lower(...).compile()``, the options epjax's own entry
+points use; last column). epjax on CPU: RNN and Mamba layers score with ``lax.scan`` over time, input projections
 hoisted out of the loop (``ssm.Config.scan_chunk = None`` picks the sequential scan on CPU), S4D in its
 convolution form (impulse response and FFT, like the PyTorch peer); the Transformer scores
-with one causal pass and samples with a fixed-size key/value cache of T + 1 slots, every step attending to
-all slots under a mask (the PyTorch decoder slices the filled ones). The peers' methods are in the
-script's docstring.
+with one causal pass and samples with a key/value cache grown in four windows of T/4 steps, each step
+attending to all slots of its window under a mask (the PyTorch decoder slices the filled ones). The
+peers' methods are in the script's docstring.
 """
 SCALING_TEXT = """
 Scoring alone against T: B = {B} random token sequences of each length, ``jax.vmap(log_probs)`` of the

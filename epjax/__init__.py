@@ -10,11 +10,13 @@ from epjax._contract import AutoregressiveModel
 from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
 from epjax._exact import exact_entropy_production
 from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens
+from epjax._xla import compiler_options
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AutoregressiveModel",
+    "compiler_options",
     "decomposition",
     "Estimate",
     "entropy_production",

@@ -13,6 +13,7 @@ from epjax._checks import check_positive_int
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._estimators import Reversal
 from epjax._reversal import reverse_tokens
+from epjax._xla import jit
 
 Array = jax.Array
 
@@ -69,7 +70,7 @@ def _chunk_sums(model, params, start, num_steps: int, chunk_size: int, total: in
     return jnp.sum(term), jnp.sum(p)
 
 
-_chunk_sums_jit = jax.jit(_chunk_sums, static_argnames=("model", "num_steps", "chunk_size", "total", "reversal"))
+_chunk_sums_jit = jit(_chunk_sums, static_argnames=("model", "num_steps", "chunk_size", "total", "reversal"))
 
 
 def exact_entropy_production(
@@ -130,7 +131,7 @@ def exact_entropy_production(
         hash(reversal)
         run = lambda start: _chunk_sums_jit(model, params, start, num_steps, chunk_size, total, reversal)
     except TypeError:
-        run = jax.jit(lambda start: _chunk_sums(model, params, start, num_steps, chunk_size, total, reversal))
+        run = jit(lambda start: _chunk_sums(model, params, start, num_steps, chunk_size, total, reversal))
 
     ep, mass, dtype = 0.0, 0.0, None
     for start in range(0, total, chunk_size):

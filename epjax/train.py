@@ -20,6 +20,7 @@ import optax
 
 from epjax._checks import check_positive_int, describe
 from epjax._discrete import DiscreteModel, check_param_tree
+from epjax._xla import jit
 
 Array = jax.Array
 PyTree = Any
@@ -157,14 +158,14 @@ def train(
     opt_state = opt.init(params)
     num_sequences = data.shape[0]
 
-    @jax.jit
+    @jit
     def step(params, opt_state, key):
         idx = jax.random.randint(key, (config.batch_size,), 0, num_sequences)
         loss, grads = jax.value_and_grad(cross_entropy, argnums=1)(model, params, data[idx])
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    evaluate = jax.jit(lambda p, batch: cross_entropy(model, p, batch))
+    evaluate = jit(lambda p, batch: cross_entropy(model, p, batch))
 
     def held_out(p):
         # Evaluate in chunks so memory does not grow with the held-out set.

@@ -55,6 +55,7 @@ from epjax import markov, rnn, ssm, train, transformer
 from epjax._checks import check_positive_int
 from epjax._discrete import DiscreteModel
 from epjax._estimators import Estimate, entropy_production
+from epjax._xla import jit
 
 Array = jax.Array
 PyTree = Any
@@ -183,7 +184,7 @@ def sample_sequences(key: Array, chain: Chain, num_sequences: int, length: int) 
     return np.asarray(_sample_batch(chain.model, chain.params, keys, length), dtype=np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "length"))
+@jit(static_argnames=("model", "length"))
 def _sample_batch(model: DiscreteModel, params: PyTree, keys: Array, length: int) -> Array:
     return jax.vmap(lambda k: model.sample(k, params, length))(keys)
 
@@ -286,7 +287,7 @@ def ep_sensitivity(chain: Chain, num_steps: int, length: int) -> float:
     return float(math.sqrt(length * quad))
 
 
-@functools.partial(jax.jit, static_argnames="model")
+@jit(static_argnames="model")
 def _sequence_losses(model: DiscreteModel, params: PyTree, batch: Array) -> Array:
     return jax.vmap(lambda x: -jnp.mean(model.log_probs(params, x)))(batch)
 
