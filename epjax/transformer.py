@@ -201,8 +201,10 @@ def _causal_attention(p: State, x: Array, config: Config) -> Array:
     q, k, v = _linear(p["qkv"], x).reshape(T, 3, H, K).transpose(1, 2, 0, 3)  # [T, 3D] -> [3, H, T, K]
     scores = jnp.einsum("htk,hsk->hts", q / math.sqrt(K), k)  # [H, T, T]
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # query t sees keys s <= t
-    y = _softmax_weighted_sum(jnp.where(causal, scores, -jnp.inf), v, "hts,hsk->thk")  # [T, H, K]
-    return _linear(p["out"], y.reshape(T, H * K))  # [T, H, K] -> [T, D]
+    # Heads-first output, then one transpose: asking the product for [T, H, K] directly made XLA compute it
+    # transposed and copy it back (scoring 8 % slower on CPU, 20 % with jaxlib's default YNNPACK fusions).
+    y = _softmax_weighted_sum(jnp.where(causal, scores, -jnp.inf), v, "hts,hsk->htk")  # [H, T, K]
+    return _linear(p["out"], y.transpose(1, 0, 2).reshape(T, H * K))  # [H, T, K] -> [T, H, K] -> [T, D]
 
 
 def _softmax_weighted_sum(scores: Array, values: Array, spec: str) -> Array:
