@@ -521,11 +521,11 @@ def measure_together(
     return firsts, times
 
 
-def aot(fn, *args) -> tuple[Callable[[], object], float]:
-    """Compile ``fn`` for ``args`` ahead of time (no run), as epjax compiles its own entry points
-    (``compiler_options=epjax.compiler_options()``); the call and the compile seconds."""
+def aot(model, fn, *args) -> tuple[Callable[[], object], float]:
+    """Compile ``fn`` for ``args`` ahead of time (no run), as epjax compiles its own entry points for
+    ``model`` (``compiler_options=epjax.compiler_options(model)``); the call and the compile seconds."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn, compiler_options=epjax.compiler_options() or None).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=epjax.compiler_options(model) or None).lower(*args).compile()
     return partial(compiled, *args), time.perf_counter() - t0
 
 
@@ -683,9 +683,9 @@ def bench_monte_carlo(s: Sizes, min_repeats: int, default_threads_repeats: int |
         # epjax's parts, compiled ahead of time (no warm-up run needed); the same keys as the public call
         sample, score = epjax_parts(model, T)
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(B, dtype=jnp.uint32))
-        run_sample, compile_sample = aot(sample, params, keys)
+        run_sample, compile_sample = aot(model, sample, params, keys)
         x = run_sample()[0]
-        run_score, compile_score = aot(score, params, x)
+        run_score, compile_score = aot(model, score, params, x)
         kept_1: dict[str, Any] = {}
         kept_n: dict[str, Any] = {}
         jobs = [
@@ -801,7 +801,7 @@ def bench_scaling(s: Sizes, min_repeats: int) -> str:
         for T in Ts:
             _, score = epjax_parts(model, T)
             x = jax.random.randint(jax.random.key(T), (s.scaling_batch, T), 0, s.vocab, jnp.int32)
-            run, _ = aot(score, params, x)
+            run, _ = aot(model, score, params, x)
             xt = torch.from_numpy(np.array(x)).long()
             warm_x = xt[:1, : min(T, 8)]
             _, (te, tt) = measure_together(
@@ -892,8 +892,10 @@ def header(argv: list[str], s: Sizes) -> str:
         f"flax {flax.__version__}, torch {torch.__version__}, numpy {np.__version__}, epjax {epjax.__version__}",
         f"- epjax source: {git_revision()}",
         f"- command: `{shlex.join(['python', *argv])}`",
-        f"- XLA compiler options of epjax's computations (`epjax.compiler_options()`): "
-        f"`{epjax.compiler_options() or 'none (XLA defaults)'}`",
+        "- XLA compiler options of epjax's computations (`epjax.compiler_options(model)`): "
+        + "; ".join(
+            f"{f} `{epjax.compiler_options(make_model(f, s, s.T)) or 'none (XLA defaults)'}`" for f in s.families
+        ),
         f"- threads: JAX {jax_threads}; PyTorch timed at its default `torch.get_num_threads()` = "
         f"{TORCH_DEFAULT_THREADS} and at `torch.set_num_threads(1)`, eager, `torch.inference_mode()`, "
         f"`OMP_WAIT_POLICY` = `{os.environ.get('OMP_WAIT_POLICY', 'unset')}`",
@@ -930,13 +932,13 @@ The two halves on their own, same B and T, timed in the same rounds as the table
 batched ancestral sampling with forward log-probabilities (epjax: ``jax.vmap(model.sample_with_log_probs)``,
 jitted), "score reversed" the log-likelihood of the B reversed samples (epjax: ``jax.vmap(model.log_probs)``
 of ``reverse_tokens(x)``, summed, jitted); both compiled ahead of time
-(``jit(..., compiler_options=epjax.compiler_options()).lower(...).compile()``, the options epjax's own entry
-points use; last column). epjax on CPU: RNN and Mamba layers score with ``lax.scan`` over time, input projections
-hoisted out of the loop (``ssm.Config.scan_chunk = None`` picks the sequential scan on CPU), S4D in its
-convolution form (impulse response and FFT, like the PyTorch peer); the Transformer scores
-with one causal pass and samples with a key/value cache grown in four windows of T/4 steps, each step
-attending to all slots of its window under a mask (the PyTorch decoder slices the filled ones). The
-peers' methods are in the script's docstring.
+(``jit(..., compiler_options=epjax.compiler_options(model)).lower(...).compile()``, the options epjax's own
+entry points use for the model; last column). epjax on CPU: RNN and Mamba layers score with ``lax.scan``
+over time, input projections hoisted out of the loop (``ssm.Config.scan_chunk = None`` picks the
+sequential scan on CPU), S4D in its convolution form (impulse response and FFT, like the PyTorch peer);
+the Transformer scores with one causal pass and samples with a key/value cache grown in four windows of
+T/4 steps, each step attending to all slots of its window under a mask (the PyTorch decoder slices the
+filled ones). The peers' methods are in the script's docstring.
 """
 SCALING_TEXT = """
 Scoring alone against T: B = {B} random token sequences of each length, ``jax.vmap(log_probs)`` of the

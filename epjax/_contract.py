@@ -6,6 +6,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 
+from epjax._xla import model_options
+
 Array = jax.Array
 PyTree = Any
 
@@ -23,7 +25,9 @@ class AutoregressiveModel(Protocol):
     A model may also define ``sample_with_log_probs(key, params, num_steps) -> (x, log_probs)``; the engine
     then gets the forward score of a sampled trajectory for free. It may define ``check_params(params)``,
     raising ``ValueError`` on invalid parameters; the engine calls it on the concrete parameters before
-    compiling, since inside ``jit`` a model can check shapes only, not values.
+    compiling, since inside ``jit`` a model can check shapes only, not values. It may carry
+    ``xla_cpu_options``, a mapping of XLA compiler options (str to str) that epjax's compiled entry points use
+    for its computations on CPU (see :func:`epjax.compiler_options`).
     """
 
     vocab_size: int | None
@@ -51,6 +55,7 @@ def check_model(model: Any) -> None:
     for name in ("log_probs", "sample"):
         if not callable(getattr(model, name)):
             raise ValueError(f"`model.{name}` must be callable, got {type(getattr(model, name)).__name__}.")
+    model_options(model)
 
 
 def check_params(model: Any, params: PyTree) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from epjax._checks import check_positive_int
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._reversal import reverse_tokens
-from epjax._xla import jit
+from epjax._xla import compiler_options, jit_for
 
 Array = jax.Array
 Reversal = Callable[[Array], Array]
@@ -137,17 +137,18 @@ def _batch_sigmas(model, params, key, indices, num_steps, reversal):
     return jax.vmap(lambda k: _sample_sigma(model, params, k, num_steps, reversal))(keys)
 
 
-_batch_sigmas_jit = jit(_batch_sigmas, static_argnames=("model", "num_steps", "reversal"))
-
-
 def _batch_function(model, num_steps, reversal):
     try:
         hash(model)
         hash(reversal)
     except TypeError:
         # Unhashable models cannot be static jit arguments: close over them instead (compiles per call).
-        return jit(lambda params, key, idx: _batch_sigmas(model, params, key, idx, num_steps, reversal))
-    return lambda params, key, idx: _batch_sigmas_jit(model, params, key, idx, num_steps, reversal)
+        return jax.jit(
+            lambda params, key, idx: _batch_sigmas(model, params, key, idx, num_steps, reversal),
+            compiler_options=compiler_options(model) or None,
+        )
+    run = jit_for(model, _batch_sigmas, static_argnames=("model", "num_steps", "reversal"))
+    return lambda params, key, idx: run(model, params, key, idx, num_steps, reversal)
 
 
 def _shard_over_devices(indices: Array) -> Array:

@@ -13,7 +13,7 @@ from epjax._checks import check_positive_int
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._estimators import Reversal
 from epjax._reversal import reverse_tokens
-from epjax._xla import jit
+from epjax._xla import compiler_options, jit_for
 
 Array = jax.Array
 
@@ -68,9 +68,6 @@ def _chunk_sums(model, params, start, num_steps: int, chunk_size: int, total: in
     # p ln(p/q) with the convention 0 ln(0/q) = 0; p > 0 with q = 0 gives +inf (the KL is infinite).
     term = jnp.where(p > 0, p * (log_p - log_p_rev), 0.0)
     return jnp.sum(term), jnp.sum(p)
-
-
-_chunk_sums_jit = jit(_chunk_sums, static_argnames=("model", "num_steps", "chunk_size", "total", "reversal"))
 
 
 def exact_entropy_production(
@@ -129,9 +126,15 @@ def exact_entropy_production(
     try:
         hash(model)
         hash(reversal)
-        run = lambda start: _chunk_sums_jit(model, params, start, num_steps, chunk_size, total, reversal)
+        chunk_sums = jit_for(
+            model, _chunk_sums, static_argnames=("model", "num_steps", "chunk_size", "total", "reversal")
+        )
+        run = lambda start: chunk_sums(model, params, start, num_steps, chunk_size, total, reversal)
     except TypeError:
-        run = jit(lambda start: _chunk_sums(model, params, start, num_steps, chunk_size, total, reversal))
+        run = jax.jit(
+            lambda start: _chunk_sums(model, params, start, num_steps, chunk_size, total, reversal),
+            compiler_options=compiler_options(model) or None,
+        )
 
     ep, mass, dtype = 0.0, 0.0, None
     for start in range(0, total, chunk_size):

@@ -1,79 +1,102 @@
-"""XLA compiler options for epjax's own compiled entry points, per computation (never global JAX config).
+"""XLA compiler options for epjax's compiled entry points, per model and per computation (never global config).
 
 jaxlib 0.10's CPU backend routes matrix products, and the element-wise work it fuses into them, through
-YNNPACK by default (``xla_cpu_experimental_ynn_fusion_type``). On the 2-core AVX2 machine of
-``benchmarks/RESULTS.md`` XLA's own CPU code generation is faster for every family measured: Transformer
-scoring 6.0 s -> 3.5 s (B = 256, T = 256, width 256), large float32 GEMMs 60 -> 84 GFLOP/s, a 1-D Kalman
-Monte Carlo batch 14.7 -> 2.2 ms. YNNPACK's fusions materialise every scalar constant of a fused
-element-wise op (GPT-2's GELU has four) as a full-size array, and one fusion of a whole MLP and the read-out
-ran at half the speed of the same products apart. So epjax compiles its estimators, enumeration, text
-scoring and training steps with that option cleared on CPU, and :func:`compiler_options` hands the same
-options to users who compose epjax's functions into their own ``jax.jit``.
+YNNPACK by default (``xla_cpu_experimental_ynn_fusion_type``). For the small-width neural families and the
+Kalman filter, XLA's own CPU code generation is faster on the 2-core AVX2 machine of
+``benchmarks/RESULTS.md``: Transformer scoring 6.0 s -> 2.5 s and sampling 7.6 s -> 5.2 s (B = 256, T = 256,
+width 256), Mamba's EP estimate 11.4 s -> 9.0 s, a 1-D Kalman Monte Carlo batch 14.7 -> 2.2 ms. YNNPACK's
+fusions materialise every scalar constant of a fused element-wise op as a full-size array (GPT-2's GELU has
+four), and one fusion of a whole MLP and the read-out ran at half the speed of the same products apart. For
+SmolLM2 (width 576, 30 layers under one ``lax.scan``, vocabulary 49,152) the defaults are faster (scoring
+10.6 s vs 12.8 s), so the choice is the model's: a model may carry ``xla_cpu_options``, a mapping of XLA
+options for CPU compilations of its computations, and epjax's estimators, enumeration, text scoring and
+training steps compile with them. :func:`compiler_options` hands the same options to users who compose a
+model into their own ``jax.jit``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
-_YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
-_CPU_OPTIONS = {_YNN_FUSION: ""}  # empty: no YNNPACK fusions, XLA's own emitters for dots and fusions
+YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
+# XLA's own emitters for dots and fusions: the option's empty value turns every YNNPACK fusion off.
+XLA_CPU_EMITTERS: Mapping[str, str] = {YNN_FUSION: ""}
 
 
 @functools.cache
-def _options() -> tuple[tuple[str, str], ...]:
-    if jax.default_backend() != "cpu":
+def _accepted(options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``options`` where the default backend is a CPU whose jaxlib knows them and XLA_FLAGS leaves them; else ()."""
+    if not options or jax.default_backend() != "cpu":
         return ()
-    if _YNN_FUSION in os.environ.get("XLA_FLAGS", ""):
-        return ()  # the user chose a setting for the whole process: keep it
+    flags = os.environ.get("XLA_FLAGS", "")
+    options = tuple((k, v) for k, v in options if k not in flags)  # the user's process-wide choice wins
+    if not options:
+        return ()
     try:  # an option this jaxlib does not know is refused at compile time: then compile with XLA's defaults
-        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(np.float32(0)).compile()
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
     except jax.errors.JaxRuntimeError:
         return ()
-    return tuple(_CPU_OPTIONS.items())
+    return options
 
 
-def compiler_options() -> dict[str, str]:
-    """The XLA compiler options epjax compiles its own entry points with on the default backend.
+def model_options(model: Any) -> tuple[tuple[str, str], ...]:
+    """``model.xla_cpu_options`` as sorted pairs (``()`` when absent or None); ValueError when malformed."""
+    options = getattr(model, "xla_cpu_options", None)
+    if options is None:
+        return ()
+    strings = lambda pair: isinstance(pair[0], str) and isinstance(pair[1], str)
+    if not isinstance(options, Mapping) or not all(map(strings, options.items())):
+        raise ValueError(
+            "`model.xla_cpu_options` must be a mapping of XLA option names to string values (or None), "
+            f"got {options!r}."
+        )
+    return tuple(sorted(options.items()))
 
-    On CPU ``{"xla_cpu_experimental_ynn_fusion_type": ""}``: XLA's own CPU code generation instead of
-    jaxlib 0.10's YNNPACK fusions (measured faster for every model family; see the module docstring). Empty
-    on GPU and TPU, with a jaxlib that does not know the option, and when ``XLA_FLAGS`` already sets it.
-    The options apply to one computation only; pass them to your own ``jit`` to compile a function that
-    composes epjax's models the same way::
 
-        jax.jit(lambda p, x: epjax.sigma(model, p, x), compiler_options=epjax.compiler_options())
+def _key(model: Any) -> tuple[tuple[str, str], ...]:
+    return _accepted(model_options(model))
+
+
+def compiler_options(model: Any) -> dict[str, str]:
+    """The XLA compiler options epjax compiles ``model``'s computations with on the default backend.
+
+    A model may carry ``xla_cpu_options`` (the RNN, Transformer, SSM and Kalman families carry
+    ``{"xla_cpu_experimental_ynn_fusion_type": ""}``: XLA's own CPU code generation instead of jaxlib 0.10's
+    YNNPACK fusions, measured faster for each of them; see the module docstring). They are returned on CPU
+    only, and not when this jaxlib does not know an option or ``XLA_FLAGS`` already sets it. They apply to one
+    computation; pass them to your own ``jit`` to compile a function of the model the way epjax does::
+
+        jax.jit(lambda p, x: epjax.sigma(model, p, x), compiler_options=epjax.compiler_options(model))
 
     >>> import epjax
-    >>> sorted(epjax.compiler_options()) in ([], ["xla_cpu_experimental_ynn_fusion_type"])
+    >>> model = epjax.rnn.Model(epjax.rnn.Config(vocab_size=3, hidden_size=4))
+    >>> epjax.compiler_options(model) in ({}, {"xla_cpu_experimental_ynn_fusion_type": ""})
     True
+
+    Args:
+        model: any model (one without ``xla_cpu_options`` gets ``{}``).
 
     Returns:
         A new dict (empty where no option applies).
     """
-    return dict(_options())
+    return dict(_key(model))
 
 
-def jit(fun: Callable | None = None, **kwargs: Any) -> Callable:
-    """``jax.jit(fun, **kwargs)`` with :func:`compiler_options`, decided at the first call.
+@functools.cache
+def _jit(fun: Callable, options: tuple[tuple[str, str], ...], static_argnames: tuple[str, ...]) -> Callable:
+    return jax.jit(fun, static_argnames=static_argnames, compiler_options=dict(options) or None)
 
-    The backend is only known once JAX has started, so the jitted function is built lazily: importing epjax
-    never initialises a backend. Usable as ``jit(f, static_argnames=...)`` or as a decorator.
+
+def jit_for(model: Any, fun: Callable, *, static_argnames: tuple[str, ...] = ()) -> Callable:
+    """``jax.jit(fun, static_argnames=...)`` compiled with :func:`compiler_options` of ``model``.
+
+    One jitted function per (``fun``, options, static names), so module-level functions keep their
+    compilation cache across calls; a closure gets a fresh one (as ``jax.jit`` of a new closure would).
     """
-    if fun is None:
-        return functools.partial(jit, **kwargs)
-    jitted = None
-
-    @functools.wraps(fun)
-    def call(*args, **kw):
-        nonlocal jitted
-        if jitted is None:
-            jitted = jax.jit(fun, compiler_options=compiler_options() or None, **kwargs)
-        return jitted(*args, **kw)
-
-    return call
+    return _jit(fun, _key(model), tuple(static_argnames))

@@ -43,7 +43,7 @@ import numpy as np
 from epjax._checks import check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_segments
-from epjax._xla import jit
+from epjax._xla import jit_for
 from epjax.stats import Interval, bootstrap_ci
 
 LEVELS = ("token", "sentence")
@@ -181,7 +181,8 @@ def _sums(model, params, x, lengths):
     return jnp.sum(jnp.where(mask, log_p, 0), axis=1)
 
 
-_sums_jit = jit(_sums, static_argnames=("model",))
+def _sums_jit(model, params, x, lengths):
+    return jit_for(model, _sums, static_argnames=("model",))(model, params, x, lengths)
 
 
 def _bucket(length: int, bucket: int, max_length: int | None) -> int:
@@ -439,7 +440,8 @@ def _sample_batch(model, params, key, indices, num_steps):
     return jax.vmap(lambda k: model.sample_with_log_probs(k, params, num_steps))(keys)
 
 
-_sample_batch_jit = jit(_sample_batch, static_argnames=("model", "num_steps"))
+def _sample_batch_jit(model, params, key, indices, num_steps):
+    return jit_for(model, _sample_batch, static_argnames=("model", "num_steps"))(model, params, key, indices, num_steps)
 
 
 class SampleResult(NamedTuple):

@@ -7,6 +7,7 @@ backward twins of one architecture with it (SPEC §8).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -20,7 +21,7 @@ import optax
 
 from epjax._checks import check_positive_int, describe
 from epjax._discrete import DiscreteModel, check_param_tree
-from epjax._xla import jit
+from epjax._xla import compiler_options
 
 Array = jax.Array
 PyTree = Any
@@ -157,6 +158,8 @@ def train(
     opt = optimizer(config)
     opt_state = opt.init(params)
     num_sequences = data.shape[0]
+
+    jit = functools.partial(jax.jit, compiler_options=compiler_options(model) or None)
 
     @jit
     def step(params, opt_state, key):

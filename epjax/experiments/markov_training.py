@@ -55,7 +55,7 @@ from epjax import markov, rnn, ssm, train, transformer
 from epjax._checks import check_positive_int
 from epjax._discrete import DiscreteModel
 from epjax._estimators import Estimate, entropy_production
-from epjax._xla import jit
+from epjax._xla import jit_for
 
 Array = jax.Array
 PyTree = Any
@@ -181,10 +181,10 @@ def sample_sequences(key: Array, chain: Chain, num_sequences: int, length: int) 
     num_sequences = check_positive_int("num_sequences", num_sequences)
     length = check_positive_int("length", length)
     keys = jax.random.split(key, num_sequences)
-    return np.asarray(_sample_batch(chain.model, chain.params, keys, length), dtype=np.int32)
+    sample = jit_for(chain.model, _sample_batch, static_argnames=("model", "length"))
+    return np.asarray(sample(chain.model, chain.params, keys, length), dtype=np.int32)
 
 
-@jit(static_argnames=("model", "length"))
 def _sample_batch(model: DiscreteModel, params: PyTree, keys: Array, length: int) -> Array:
     return jax.vmap(lambda k: model.sample(k, params, length))(keys)
 
@@ -287,7 +287,6 @@ def ep_sensitivity(chain: Chain, num_steps: int, length: int) -> float:
     return float(math.sqrt(length * quad))
 
 
-@jit(static_argnames="model")
 def _sequence_losses(model: DiscreteModel, params: PyTree, batch: Array) -> Array:
     return jax.vmap(lambda x: -jnp.mean(model.log_probs(params, x)))(batch)
 
@@ -301,12 +300,13 @@ def sequence_losses(model: DiscreteModel, params: PyTree, data: Any, *, chunk: i
     model.check_params(params)
     num = data.shape[0]
     chunk = min(check_positive_int("chunk", chunk), num)
+    losses = jit_for(model, _sequence_losses, static_argnames=("model",))
     out = []
     for start in range(0, num, chunk):
         batch = data[start : start + chunk]
         if batch.shape[0] < chunk:
             batch = np.concatenate([batch, np.repeat(batch[:1], chunk - batch.shape[0], axis=0)])
-        out.append(np.asarray(_sequence_losses(model, params, batch), dtype=np.float64))
+        out.append(np.asarray(losses(model, params, batch), dtype=np.float64))
     return np.concatenate(out)[:num]
 
 
