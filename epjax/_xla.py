@@ -1,17 +1,21 @@
 """XLA compiler options for epjax's compiled entry points, per model and per computation (never global config).
 
 jaxlib 0.10's CPU backend routes matrix products, and the element-wise work it fuses into them, through
-YNNPACK by default (``xla_cpu_experimental_ynn_fusion_type``). For the small-width neural families and the
-Kalman filter, XLA's own CPU code generation is faster on the 2-core AVX2 machine of
-``benchmarks/RESULTS.md``: Transformer scoring 6.0 s -> 2.5 s and sampling 7.6 s -> 5.2 s (B = 256, T = 256,
-width 256), Mamba's EP estimate 11.4 s -> 9.0 s, a 1-D Kalman Monte Carlo batch 14.7 -> 2.2 ms. YNNPACK's
-fusions materialise every scalar constant of a fused element-wise op as a full-size array (GPT-2's GELU has
-four), and one fusion of a whole MLP and the read-out ran at half the speed of the same products apart. For
-SmolLM2 (width 576, 30 layers under one ``lax.scan``, vocabulary 49,152) the defaults are faster (scoring
-10.6 s vs 12.8 s), so the choice is the model's: a model may carry ``xla_cpu_options``, a mapping of XLA
-options for CPU compilations of its computations, and epjax's estimators, enumeration, text scoring and
-training steps compile with them. :func:`compiler_options` hands the same options to users who compose a
-model into their own ``jax.jit``.
+YNNPACK by default (``xla_cpu_experimental_ynn_fusion_type``). Those fusions materialise every scalar
+constant of a fused element-wise op as a full-size array (GPT-2's GELU has four), and one fusion of a whole
+MLP and the read-out ran at half the speed of the same products apart. For the small-width neural families
+XLA's own CPU code generation is faster on the 2-core AVX2 machine of ``benchmarks/RESULTS.md`` (float32,
+B = 256, T = 256, width 256): Transformer scoring 6.0 s -> 2.5 s and sampling 7.6 s -> 5.2 s, Mamba's EP
+estimate 11.4 s -> 9.0 s, LSTM 5.1 s -> 4.7 s, GRU, Elman and S4D within the run-to-run spread. Elsewhere
+the defaults are as fast or faster: SmolLM2 (width 576, 30 layers under one ``lax.scan``, vocabulary
+49,152) scores 60 texts in 10.6 s with them and 12.8 s without, and the float64 Kalman Monte Carlo batch
+(1,024 trajectories of 1,000 steps) takes 0.18 s with them and 0.19-0.23 s without. So the choice is the
+model's: a model may carry ``xla_cpu_options``, a mapping of XLA options for CPU compilations of its
+computations (:mod:`epjax.rnn`, :mod:`epjax.transformer` and :mod:`epjax.ssm` carry
+:data:`XLA_CPU_EMITTERS`), and epjax's estimators, enumeration, text scoring and training steps compile
+with them (one training step, B = 32, T = 128: Mamba 2.74 s -> 1.89 s, GRU unchanged, the Transformer
+0.72 s -> 0.79-0.89 s, the one case measured slower, kept for one rule per model). :func:`compiler_options`
+hands the same options to users who compose a model into their own ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -66,9 +70,9 @@ def _key(model: Any) -> tuple[tuple[str, str], ...]:
 def compiler_options(model: Any) -> dict[str, str]:
     """The XLA compiler options epjax compiles ``model``'s computations with on the default backend.
 
-    A model may carry ``xla_cpu_options`` (the RNN, Transformer, SSM and Kalman families carry
+    A model may carry ``xla_cpu_options`` (the RNN, Transformer and SSM families carry
     ``{"xla_cpu_experimental_ynn_fusion_type": ""}``: XLA's own CPU code generation instead of jaxlib 0.10's
-    YNNPACK fusions, measured faster for each of them; see the module docstring). They are returned on CPU
+    YNNPACK fusions, measured faster for them; see the module docstring). They are returned on CPU
     only, and not when this jaxlib does not know an option or ``XLA_FLAGS`` already sets it. They apply to one
     computation; pass them to your own ``jit`` to compile a function of the model the way epjax does::
 

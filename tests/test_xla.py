@@ -42,12 +42,14 @@ def test_the_measured_families_ask_for_xla_emitters(fresh_probe):
     gpt = transformer.Model(transformer.Config(3, 4, 1, 1, 4))
     mamba = ssm.Model(ssm.Config(3, kind="mamba", d_model=4))
     expected = {YNN: ""} if ON_CPU else {}  # this jaxlib knows the option (the project pins one that does)
-    for model in (small_rnn, gpt, mamba, epjax.kalman.model):
+    for model in (small_rnn, gpt, mamba):
         assert epjax.compiler_options(model) == expected
-    # Defaults for SmolLM2's family (measured faster with them) and for models that ask for nothing.
+    # Defaults for SmolLM2's family and the Kalman filter (measured faster with them), and for models that ask
+    # for nothing.
     tiny_llama = llama.Model(llama.Config(vocab_size=11, context_length=6, num_layers=1, num_heads=2,
                                           num_kv_heads=1, embed_size=8, mlp_size=8, bos_id=0))
-    assert epjax.compiler_options(tiny_llama) == {} and epjax.compiler_options(Coin()) == {}
+    assert epjax.compiler_options(tiny_llama) == epjax.compiler_options(epjax.kalman.model) == {}
+    assert epjax.compiler_options(Coin()) == {}
     options = epjax.compiler_options(gpt)
     options["extra"] = "changed"
     assert epjax.compiler_options(gpt) == expected  # a copy each time

@@ -12,7 +12,6 @@ import numpy as np
 
 from epjax._checks import check_finite, check_positive_int, describe
 from epjax._linalg import mv
-from epjax._xla import XLA_CPU_EMITTERS
 from epjax.kalman._params import Params, as_params
 
 Array = jax.Array
@@ -145,7 +144,6 @@ class KalmanModel:
     """
 
     vocab_size = None
-    xla_cpu_options = XLA_CPU_EMITTERS  # measured faster than jaxlib's YNNPACK fusions (epjax._xla)
 
     def log_probs(self, params: Params, y: Array) -> Array:
         """See :func:`epjax.kalman.log_probs`."""
