@@ -184,9 +184,14 @@ def cell_update(cell: str, p: PyTree, state: PyTree, gx: Array) -> PyTree:
     """
     if cell == "lstm":
         h, c = state
-        i, f, g, o = jnp.split(gx + _linear(p, h), 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jnp.tanh(c) * jax.nn.sigmoid(o), c
+        z = gx + _linear(p, h)
+        # Both nonlinearities over the whole contiguous [4 H] pre-activation, then the gates' quarters: twice
+        # the transcendental work, but XLA's CPU loops vectorise it (LSTM scoring at B = T = 256, width 256:
+        # 1.7-1.9 s -> 1.3 s, against four quarter-width fusions of sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)).
+        i, f, _, o = jnp.split(jax.nn.sigmoid(z), 4, axis=-1)
+        g = jnp.split(jnp.tanh(z), 4, axis=-1)[2]
+        c = f * c + i * g
+        return jnp.tanh(c) * o, c
     gh = _linear(p, state)
     if cell == "gru":
         xr, xz, xn = jnp.split(gx, 3, axis=-1)
