@@ -134,6 +134,15 @@ class DiscreteModel:
         """The carry with its key/value cache cut or zero-padded to ``num_slots`` positions (cached decoders)."""
         raise NotImplementedError
 
+    def decoding_params(self, params: PyTree, num_steps: int) -> PyTree:
+        """What :meth:`initial` and :meth:`step` receive while sampling ``num_steps`` tokens.
+
+        Computed once per trajectory, before the decoding scan (under ``vmap`` over trajectories, once for
+        the batch): a family may add constants its step would otherwise recompute every token, as long as
+        its ``initial`` and ``step`` also accept plain ``params``. Default: ``params`` unchanged.
+        """
+        return params
+
     def logits(self, params: PyTree, x: Array) -> Array:
         """``[T, V]`` logits: row ``t`` gives the (untempered) law of ``x_t`` given ``x_<t``.
 
@@ -222,6 +231,7 @@ class DiscreteModel:
                 f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."
             )
         self.check_params(params)
+        params = self.decoding_params(params, num_steps)
         carry, logits = self.initial(params)
         keys = jax.random.split(key, num_steps)
 

@@ -25,7 +25,8 @@ The GRU keeps the recurrent bias of its candidate inside the reset gate, ``r * (
 does; ``flax.nnx.GRUCell`` has no ``b_hn`` (its docstring shows one, its code does not), which is one reason
 the cells are written here rather than taken from flax. The other is speed: scoring a whole sequence computes
 the input projections of all time steps with one matrix product before the scan, so the scanned step only
-does the recurrent product ``h W_hh`` and the gate arithmetic.
+does the recurrent product ``h W_hh`` and the gate arithmetic; sampling at least ``vocab_size`` tokens
+projects the whole vocabulary once (:class:`DecodingParams`) and each step gathers its token's row.
 
 Parameters are the ``nnx.State`` of a ``flax.nnx`` module (``nnx.split``); all maths below is written as
 pure functions of that state.
@@ -42,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -208,6 +209,18 @@ def _output(cell: str, state: PyTree) -> Array:
     return state[0] if cell == "lstm" else state
 
 
+class DecodingParams(NamedTuple):
+    """The parameters as the sampler's ``step`` reads them (:meth:`Model.decoding_params`).
+
+    Attributes:
+        params: the parameter state.
+        input_table: ``[V, G H]`` first-layer input projections of the whole vocabulary, ``E W_ih + b_ih``.
+    """
+
+    params: PyTree
+    input_table: Array
+
+
 def _zero_state(cell: str, hidden_size: int, dtype) -> PyTree:
     h = jnp.zeros((hidden_size,), dtype)
     return (h, h) if cell == "lstm" else h
@@ -300,21 +313,41 @@ class Model(DiscreteModel):
             )
         return nnx.state(Network(self.config, rngs=nnx.Rngs(key)))
 
+    def decoding_params(self, params: PyTree, num_steps: int) -> PyTree:
+        """``params`` and the first layer's input projections of the whole vocabulary (:class:`DecodingParams`).
+
+        Used when sampling at least ``vocab_size`` tokens: each step then gathers its token's row instead of
+        projecting its embedding (as :func:`sequence_logits` does for scoring). Fewer steps: ``params``.
+        """
+        if num_steps < self.config.vocab_size:
+            return params
+        embedding = params["embed"]["embedding"][...]
+        return DecodingParams(params, _linear(params["layers"][0]["input"], embedding))
+
     def initial(self, params: PyTree) -> tuple[tuple, Array]:
         """Zero states of all layers and the first token's logits ``W 0 + b`` ``[V]``."""
+        if isinstance(params, DecodingParams):
+            params = params.params
         c = self.config
         state = _zero_state(c.cell, c.hidden_size, params["head"]["kernel"][...].dtype)
         carry = tuple(state for _ in range(c.num_layers))
         return carry, _linear(params["head"], _output(c.cell, state))
 
     def step(self, params: PyTree, carry: tuple, token: Array, position: Array) -> tuple[tuple, Array]:
-        """Feed ``token`` through every layer; return the new layer states and next-token logits ``[V]``."""
+        """Feed ``token`` through every layer; return the new layer states and next-token logits ``[V]``.
+
+        ``params`` is the parameter state or its :class:`DecodingParams`.
+        """
         cell = self.config.cell
-        h = params["embed"]["embedding"][...][token]
+        table = None
+        if isinstance(params, DecodingParams):
+            params, table = params
+        h = params["embed"]["embedding"][...][token] if table is None else None
         new_carry = []
         for layer, state in enumerate(carry):
             p = params["layers"][layer]
-            state = cell_update(cell, p["recurrent"], state, _linear(p["input"], h))
+            gx = table[token] if layer == 0 and table is not None else _linear(p["input"], h)
+            state = cell_update(cell, p["recurrent"], state, gx)
             h = _output(cell, state)
             new_carry.append(state)
         return tuple(new_carry), _linear(params["head"], h)

@@ -239,6 +239,31 @@ def test_sample_with_log_probs_matches_scoring(cell):
     np.testing.assert_allclose(log_p, model.log_probs(params, x), rtol=1e-5, atol=1e-5)
 
 
+class _PlainDecoding(rnn.Model):
+    """The sampler without the vocabulary table: ``step`` projects each token's embedding."""
+
+    def decoding_params(self, params, num_steps):
+        return params
+
+
+@pytest.mark.parametrize("cell", rnn.CELLS)
+def test_sampling_with_the_vocabulary_table_equals_projecting_each_token(x64, cell):
+    model, params = _make(13, cell=cell)
+    table = model.decoding_params(params, model.vocab_size)
+    assert isinstance(table, rnn.DecodingParams) and table.params is params
+    embedding, first = params["embed"]["embedding"][...], params["layers"][0]["input"]
+    want = np.asarray(embedding) @ np.asarray(first["kernel"][...]) + np.asarray(first["bias"][...])
+    np.testing.assert_allclose(table.input_table, want, rtol=1e-13, atol=1e-14)
+    assert model.decoding_params(params, model.vocab_size - 1) is params  # too short to pay for the table
+    plain = _PlainDecoding(model.config)
+    for num_steps in (4, 12):  # without and with the table
+        x, log_p = _sample(model, jax.random.key(2), params, num_steps)
+        x_plain, log_p_plain = _sample(plain, jax.random.key(2), params, num_steps)
+        np.testing.assert_array_equal(x, x_plain)
+        np.testing.assert_allclose(log_p, log_p_plain, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(log_p, model.log_probs(params, x), rtol=1e-12, atol=1e-12)
+
+
 def test_vmap_jit_batch_equals_one_by_one():
     model, params = _make(12, cell="gru")
     x = jnp.stack([_tokens(s, 12, model.vocab_size) for s in range(4)])
