@@ -135,11 +135,11 @@ class DiscreteModel:
         raise NotImplementedError
 
     def decoding_params(self, params: PyTree, num_steps: int) -> PyTree:
-        """What :meth:`initial` and :meth:`step` receive while sampling ``num_steps`` tokens.
+        """What :meth:`step` receives while sampling ``num_steps`` tokens (:meth:`initial` gets ``params``).
 
         Computed once per trajectory, before the decoding scan (under ``vmap`` over trajectories, once for
         the batch): a family may add constants its step would otherwise recompute every token, as long as
-        its ``initial`` and ``step`` also accept plain ``params``. Default: ``params`` unchanged.
+        its ``step`` also accepts plain ``params``. Default: ``params`` unchanged.
         """
         return params
 
@@ -231,8 +231,8 @@ class DiscreteModel:
                 f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."
             )
         self.check_params(params)
-        params = self.decoding_params(params, num_steps)
         carry, logits = self.initial(params)
+        params = self.decoding_params(params, num_steps)
         keys = jax.random.split(key, num_steps)
 
         def body(state, inputs):

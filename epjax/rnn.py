@@ -326,8 +326,6 @@ class Model(DiscreteModel):
 
     def initial(self, params: PyTree) -> tuple[tuple, Array]:
         """Zero states of all layers and the first token's logits ``W 0 + b`` ``[V]``."""
-        if isinstance(params, DecodingParams):
-            params = params.params
         c = self.config
         state = _zero_state(c.cell, c.hidden_size, params["head"]["kernel"][...].dtype)
         carry = tuple(state for _ in range(c.num_layers))
