@@ -6,9 +6,11 @@ arguments are tracers and only static facts (shapes, dtypes) can be checked. ``i
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -31,13 +33,60 @@ def describe(x: Any) -> str:
     return f"an array of shape {arr.shape} and dtype {arr.dtype}"
 
 
-def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise when it is not an integer ``>= minimum``."""
+INT32_MAX = 2**31 - 1
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise when it is not an integer in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r} of type {type(value).__name__}.")
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be an integer <= {maximum}, got {value}.")
     return int(value)
+
+
+def check_num_steps(value: Any, *, name: str = "num_steps") -> int:
+    """A sequence length ``T``: an integer in ``[1, 2**31 - 1]`` (JAX indexes time steps with int32)."""
+    if not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value > INT32_MAX:
+        raise ValueError(
+            f"`{name}` must be at most 2**31 - 1 = {INT32_MAX} (time steps are indexed with int32), got {value}."
+        )
+    return check_positive_int(name, value)
+
+
+def as_real_array(name: str, x: Any) -> Any:
+    """``x`` as an array of real numbers, or a ``ValueError`` naming ``name`` and what arrived.
+
+    Refuses ``None``, strings, ragged nested lists, objects and booleans, and complex values (which would
+    otherwise be silently cut to their real part). Integers are accepted (they are cast to a float dtype by the
+    caller). JAX arrays and tracers are returned unchanged after the dtype check.
+    """
+    if isinstance(x, jax.core.Tracer) or isinstance(x, jax.Array):
+        dtype = x.dtype
+    else:
+        if x is None or isinstance(x, (str, bytes)):
+            raise ValueError(f"`{name}` must be an array of real numbers, got {type(x).__name__} {x!r:.40}.")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", np.exceptions.VisibleDeprecationWarning)
+                arr = np.asarray(x)
+        except (ValueError, TypeError, np.exceptions.VisibleDeprecationWarning):
+            raise ValueError(
+                f"`{name}` must be an array of real numbers, got a ragged or non-numeric {type(x).__name__} "
+                "(nested lists must have rows of equal length)."
+            ) from None
+        dtype = arr.dtype
+        x = arr
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(
+            f"`{name}` must be real, got complex dtype {dtype} (complex models are not supported; the imaginary "
+            "part would be lost)."
+        )
+    if dtype == np.bool_ or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"`{name}` must be an array of real numbers, got dtype {dtype}.")
+    return x
 
 
 def check_finite(name: str, x: Any) -> None:
@@ -51,7 +100,8 @@ def check_finite(name: str, x: Any) -> None:
 
 
 def check_matrix(name: str, x: Any, *, shape: tuple[int | None, int | None] | None = None) -> None:
-    """Raise unless ``x`` is a 2-D floating array (of ``shape``, where given, ``None`` meaning any)."""
+    """Raise unless ``x`` is a 2-D real array (of ``shape``, where given, ``None`` meaning any)."""
+    x = as_real_array(name, x)
     ndim = np.ndim(x)
     if ndim != 2:
         raise ValueError(f"`{name}` must be a 2-D matrix, got {describe(x)}.")
@@ -71,8 +121,7 @@ def check_symmetric_positive_definite(name: str, x: Any) -> None:
         raise ValueError(f"`{name}` must be square, got shape {arr.shape}.")
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(arr - arr.T)))
-    tol = 1e-6 if np.asarray(x).dtype == np.float32 else 1e-10
-    if asym > tol * scale:
+    if asym > _symmetry_tolerance(x) * scale:
         raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
     eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
     if eig_min <= 0.0:
@@ -86,15 +135,28 @@ def check_symmetric_positive_semidefinite(name: str, x: Any) -> None:
     if not is_concrete(x):
         return
     arr = np.asarray(x, dtype=np.float64)
+    if arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"`{name}` must be square, got shape {arr.shape}.")
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(arr - arr.T)))
-    if asym > 1e-10 * scale:
+    if asym > _symmetry_tolerance(x) * scale:
         raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
     eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
-    if eig_min < -1e-12 * scale:
+    if eig_min < -_symmetry_tolerance(x) * scale:
         raise ValueError(
             f"`{name}` must be positive semi-definite, got smallest eigenvalue {eig_min:.3g}."
         )
+
+
+def _symmetry_tolerance(x: Any) -> float:
+    """Relative tolerance of the symmetry and semi-definiteness checks, from the matrix's own dtype.
+
+    ``1e-10`` for float64 and ``8 eps`` (about ``1e-6``) for float32: a covariance computed in float32 (``B @ B.T``,
+    a sum of outer products) is symmetric, and its zero eigenvalues zero, only to its own rounding.
+    """
+    dtype = np.asarray(x).dtype
+    eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else float(np.finfo(np.float64).eps)
+    return max(1e-10, 8 * eps)
 
 
 def spectral_radius(x: Any) -> float:
