@@ -7,7 +7,17 @@ live in their own namespaces (:mod:`epjax.kalman`, ...).
 
 from epjax import decomposition, kalman, markov, rnn, ssm, stats, transformer
 from epjax._contract import AutoregressiveModel
-from epjax._estimators import Estimate, entropy_production, estimate_from_samples, sigma
+from epjax._estimators import (
+    Estimate,
+    GradientEstimate,
+    entropy_production,
+    entropy_production_gradient,
+    entropy_production_surrogate,
+    estimate_from_samples,
+    sample_sigmas,
+    sigma,
+    summarize,
+)
 from epjax._exact import exact_entropy_production
 from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens
 from epjax._xla import compiler_options
@@ -20,7 +30,10 @@ __all__ = [
     "decomposition",
     "Estimate",
     "entropy_production",
+    "entropy_production_gradient",
+    "entropy_production_surrogate",
     "estimate_from_samples",
+    "GradientEstimate",
     "exact_entropy_production",
     "kalman",
     "markov",
@@ -31,5 +44,7 @@ __all__ = [
     "reverse_blocks",
     "reverse_segments",
     "reverse_tokens",
+    "sample_sigmas",
     "sigma",
+    "summarize",
 ]

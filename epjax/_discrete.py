@@ -86,20 +86,28 @@ def check_param_tree(params: PyTree, expected: PyTree, *, name: str = "params") 
                 raise ValueError(f"{where} must have a dtype like {want_dtype}, got {got_dtype}.")
 
 
-def check_finite_params(params: PyTree, *, name: str = "params") -> None:
-    """Raise when a concrete floating leaf of ``params`` has NaN or infinite entries (tracers are skipped)."""
+def check_finite_params(params: PyTree, *, name: str = "params", allow_neg_inf: bool = False) -> None:
+    """Raise when a concrete floating leaf of ``params`` has NaN or infinite entries (tracers are skipped).
+
+    With ``allow_neg_inf``, ``-inf`` is accepted (log-probability parameters: a zero probability).
+    """
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         # Only arrays holding values: tracers and abstract shapes (jax.ShapeDtypeStruct) have none to check.
         if not isinstance(leaf, (jax.Array, np.ndarray)) or not is_concrete(leaf):
             continue
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
-        finite = np.isfinite(np.asarray(leaf))
+        values = np.asarray(leaf)
+        finite = np.isfinite(values) | ((values == -np.inf) if allow_neg_inf else False)
         if not finite.all():
+            allowed = "finite or -inf" if allow_neg_inf else "finite"
             raise ValueError(
-                f"`{name}{jax.tree_util.keystr(path)}` must have finite entries, got {int(finite.size - finite.sum())} "
-                f"NaN or infinite of {finite.size}."
+                f"`{name}{jax.tree_util.keystr(path)}` must have {allowed} entries, got "
+                f"{int(finite.size - finite.sum())} NaN or infinite of {finite.size}."
             )
+
+
+_CACHES = ("_abstract_params", "_verified_leaves")  # per-instance caches: not part of a model's value
 
 
 class DiscreteModel:
@@ -107,12 +115,16 @@ class DiscreteModel:
 
     Subclasses set ``vocab_size`` and ``temperature`` and implement ``init``, ``initial`` and ``step``
     (and ``logits`` when a parallel pass is cheaper than the scan, as for a Transformer). Instances are
-    immutable and hashable by identity, so they can be static arguments of ``jax.jit``.
+    immutable values: two models of the same class, ``config`` (or ``vocab_size`` for a family without one) and
+    temperature compare and hash equal, so they share compiled code as static arguments of ``jax.jit``
+    (:meth:`with_temperature` clones included), and models pickle before and after use.
     """
 
     vocab_size: int
     temperature: float = 1.0
     max_length: int | None = None  # longest sequence the model can score (a Transformer's context)
+    # True for families whose parameters are log-probabilities (a Markov chain): -inf is a zero probability.
+    log_probability_params: bool = False
     # True for decoders whose carry is a key/value cache with a slot per position: sampling then grows the
     # cache window by window (see `decode_windows` and `fit_cache`) instead of attending to all slots.
     windowed_cache: bool = False
@@ -158,6 +170,27 @@ class DiscreteModel:
         _, rest = jax.lax.scan(body, carry, (x[:-1], positions))
         return jnp.concatenate([first[None], rest], axis=0)
 
+    # --- a model is a value ----------------------------------------------------------------------------------
+    def _value(self) -> tuple:
+        """What makes two models the same: the class, the configuration and the temperature."""
+        config = getattr(self, "config", None)
+        return (type(self), self.vocab_size if config is None else config, float(self.temperature))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiscreteModel):
+            return NotImplemented
+        return self._value() == other._value()
+
+    def __hash__(self) -> int:
+        return hash(self._value())
+
+    def __getstate__(self) -> dict:
+        # The caches hold weak references and abstract shapes: rebuilt on first use after unpickling.
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     # --- the contract -------------------------------------------------------------------------------------
     def with_temperature(self, temperature: float) -> DiscreteModel:
         """A copy whose logits are divided by ``temperature`` when sampling and when scoring."""
@@ -191,7 +224,7 @@ class DiscreteModel:
             r() is leaf for r, leaf in zip(verified, leaves, strict=True)
         ):
             return
-        check_finite_params(params)
+        check_finite_params(params, allow_neg_inf=self.log_probability_params)
         if is_concrete(leaves):
             try:
                 self.__dict__["_verified_leaves"] = [weakref.ref(leaf) for leaf in leaves]
@@ -204,20 +237,28 @@ class DiscreteModel:
         The state extension of the contract used by the exact retrospective decomposition.
         """
         x = self._checked(params, x)
-        return jax.nn.log_softmax(self.logits(params, x) / self.temperature, axis=-1)
+        table = jax.nn.log_softmax(self.logits(params, x) / self.temperature, axis=-1)
+        # Row t conditions on x_<t: NaN after an id outside [0, vocab_size) (only possible under tracing).
+        invalid = jnp.cumsum((x < 0) | (x >= self.vocab_size)) > 0
+        after = jnp.concatenate([jnp.zeros(1, bool), invalid[:-1]])
+        return jnp.where(after[:, None], jnp.nan, table)
 
     def log_probs(self, params: PyTree, x: Array) -> Array:
         """Per-step ``log p_tau(x_t | x_<t)``, shape ``[T]`` (the first step under the initial law).
 
         Token ids and parameter values are checked when concrete. Inside a caller's ``jit`` they are tracers
-        and only shapes and dtypes can be checked: there an id outside ``[0, vocab_size)`` yields NaN, so
-        validate data before tracing (the engine's estimators sample their own, always valid, tokens).
+        and only shapes and dtypes can be checked: there the step of an id outside ``[0, vocab_size)``, negative
+        or too large, and every later step (conditioned on it) is NaN, so a sum over the sequence is NaN rather
+        than a number computed from a wrapped-around or clipped id. Validate data before tracing (the engine's
+        estimators sample their own, always valid, tokens).
         """
         x = self._checked(params, x)
         z = self.logits(params, x) / self.temperature
         # The picked logit minus the log normaliser: no [T, V] table of log-probabilities is written.
-        picked = jnp.take_along_axis(z, x[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        return picked - jax.nn.logsumexp(z, axis=-1)
+        picked = jnp.take_along_axis(z, jnp.clip(x, 0, self.vocab_size - 1)[:, None].astype(jnp.int32), axis=-1)
+        log_p = picked[:, 0] - jax.nn.logsumexp(z, axis=-1)
+        invalid = jnp.cumsum((x < 0) | (x >= self.vocab_size)) > 0
+        return jnp.where(invalid, jnp.nan, log_p)
 
     def sample_with_log_probs(self, key: Array, params: PyTree, num_steps: int) -> tuple[Array, Array]:
         """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``.

@@ -145,6 +145,7 @@ class MarkovChain(DiscreteModel):
     """
 
     family = "markov"
+    log_probability_params = True  # a zero transition probability is a -inf log-parameter
 
     def __init__(self, vocab_size: int, *, temperature: float = 1.0):
         self.vocab_size = check_positive_int("vocab_size", vocab_size)

@@ -320,11 +320,24 @@ def test_block_reversal_not_tiling_in_engine():
         epjax.exact_entropy_production(COIN, COIN_PARAMS, num_steps=5, reversal=reversal)
 
 
-def test_estimate_needs_two_finite_samples():
+def test_estimate_needs_two_samples_and_no_nan():
     with pytest.raises(ValueError, match=r"`sigmas` must hold at least 2 samples"):
         epjax.estimate_from_samples([0.5])
-    with pytest.raises(ValueError, match=r"`sigmas` must be finite"):
-        epjax.estimate_from_samples([0.5, np.inf, 1.0])
+    with pytest.raises(ValueError, match=r"`sigmas` must not be NaN; got 1 NaN values of 3 \(first at index 1\)"):
+        epjax.estimate_from_samples([0.5, np.nan, 1.0])
+    with pytest.raises(ValueError, match=r"`sigmas` must not be -inf.*probability zero"):
+        epjax.estimate_from_samples([0.5, -np.inf, 1.0])
+    with pytest.raises(ValueError, match=r"`sigmas` must be a 1-D array"):
+        epjax.estimate_from_samples(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"`sigmas` must be an array of numbers"):
+        epjax.estimate_from_samples([[0.5], [1.0, 2.0]])
+
+
+def test_estimate_of_an_infinite_entropy_production():
+    # sigma = +inf: a sampled path whose reversal has probability zero, so KL = inf for certain (no spread).
+    est = epjax.estimate_from_samples([0.5, np.inf, 1.0])
+    assert est.mean == np.inf and est.stderr == 0.0 and est.ci_low == est.ci_high == np.inf
+    assert est.mean_exp_neg_sigma == pytest.approx(0.5 * (np.exp(-0.5) + np.exp(-1.0)) * 2 / 3)
 
 
 def test_exact_too_many_sequences():
@@ -353,7 +366,7 @@ def test_exact_refuses_unnormalised_model():
         epjax.exact_entropy_production(Unnormalised(), COIN_PARAMS, num_steps=3)
 
 
-def test_monte_carlo_refuses_infinite_sigma():
+def test_monte_carlo_infinite_entropy_production():
     # Token 1 can follow token 0 but never the reverse: reversed trajectories can be impossible.
     class OneWay(Coin):
         def log_probs(self, params, x):
@@ -365,8 +378,9 @@ def test_monte_carlo_refuses_infinite_sigma():
             flips = jax.random.bernoulli(key, 0.5, (num_steps,))
             return (jnp.cumsum(flips) > 0).astype(jnp.int32)  # 0...0 1...1
 
-    with pytest.raises(ValueError, match=r"`sigmas` must be finite"):
-        epjax.entropy_production(jax.random.key(0), OneWay(), None, num_steps=4, num_samples=64)
+    est = epjax.entropy_production(jax.random.key(0), OneWay(), None, num_steps=4, num_samples=64)
+    assert est.mean == np.inf and est.stderr == 0.0  # the exact EP is infinite too
+    assert float(epjax.exact_entropy_production(OneWay(), None, num_steps=4)) == np.inf
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

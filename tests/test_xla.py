@@ -87,7 +87,7 @@ def test_estimators_run_with_the_models_options(monkeypatch):
     assert abs(est.mean) < 1e-6 and est.stderr < 1e-6  # float32 sums of the same terms in another order
     assert abs(epjax.exact_entropy_production(Coin({YNN: ""}), params, num_steps=4)) < 1e-6
     wanted = ((YNN, ""),) if ON_CPU else ()
-    assert seen == [("_batch_sigmas", wanted), ("_chunk_sums", wanted)]
+    assert seen == [("_batch", wanted), ("_chunk_terms", wanted)]
 
 
 def test_jit_for_caches_one_jitted_function_per_options():

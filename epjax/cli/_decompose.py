@@ -33,7 +33,7 @@ from epjax.cli._base import (
 from epjax.cli._kalman import KALMAN_EXAMPLES, example_spec, format_spec, innovation_params, load_state_space
 
 KALMAN_DEFAULT_STEPS = 20
-MAX_SEQUENCES = 2**20
+MAX_SEQUENCES = 2**20  # V**T paths: about 20 s for a 6.6k-parameter GRU at V = 4, T = 10
 ROWS_SHOWN = 40  # longer tables print their first and last ROWS_SHOWN // 2 steps (--csv and --json have all)
 
 
@@ -49,6 +49,7 @@ class DecomposeResult:
     ep_method: str
     estimate: Any = None  # epjax.decomposition.EstimatedDecomposition, with --estimate
     reverse_loss: float | None = None  # the reverse model's held-out cross-entropy per token, with --estimate
+    note: str | None = None  # what the command chose for the user (e.g. a shorter T than the training length)
 
     @property
     def total(self) -> float | None:
@@ -87,11 +88,19 @@ def decompose_saved(args: argparse.Namespace) -> DecomposeResult:
     length = extra.get("data", {}).get("length") if isinstance(extra, dict) else None
     enumerable = _enumerable_steps(V, args.max_sequences)
     T = args.steps
+    note = None
     if T is None:
         if args.estimate and isinstance(length, int):
             T = length
         else:
             T = min(enumerable, length) if isinstance(length, int) else enumerable
+            if isinstance(length, int) and length > enumerable:
+                # Never a silent change of the length a user would expect (the training length).
+                note = (
+                    f"T = {T}, not the training length {length}: exact enumeration of {V}**{length} paths exceeds "
+                    f"--max-sequences {args.max_sequences} (T = {enumerable} is the largest that fits); pass "
+                    f"--estimate for T = {length} (reverse-model estimate), or --steps / --max-sequences."
+                )
     if model.max_length is not None and T > model.max_length:
         raise ValueError(f"--steps {T} exceeds the model's context of {model.max_length} tokens.")
     exact = T <= enumerable
@@ -101,13 +110,17 @@ def decompose_saved(args: argparse.Namespace) -> DecomposeResult:
             f"(at most T = {enumerable} for this vocabulary); give a smaller --steps, or --estimate for the "
             "reverse-model estimate."
         )
-    header = [f"{args.saved.name}: {model!r}  [{args.saved}]"]
+    header = [f"{args.saved.name}: {model!r}  [{args.saved}]"] + ([f"  NOTE: {note}"] if note else [])
     terms = ep = None
     if exact:
-        terms = _as_terms(dec.exact_decomposition(model, params, num_steps=T, max_sequences=args.max_sequences))
-        ep = float(epjax.exact_entropy_production(model, params, num_steps=T, max_sequences=args.max_sequences))
+        progress = not args.no_progress
+        terms = _as_terms(dec.exact_decomposition(
+            model, params, num_steps=T, max_sequences=args.max_sequences, progress=progress))
+        ep = float(epjax.exact_entropy_production(
+            model, params, num_steps=T, max_sequences=args.max_sequences, progress=progress))
     result = DecomposeResult(
-        args.saved.name, header, T, terms, ep, f"enumeration of all {V}^{T} paths" if exact else "not computed"
+        args.saved.name, header, T, terms, ep, f"enumeration of all {V}^{T} paths" if exact else "not computed",
+        note=note,
     )
     if args.estimate:
         result.estimate, result.reverse_loss = _estimate(args, model, params, T)
@@ -208,6 +221,8 @@ def decompose_json(results: list[DecomposeResult], **settings: Any) -> dict[str,
     for r in results:
         entry: dict[str, Any] = {"name": r.name, "num_steps": r.num_steps, "ep": json_number(r.ep),
                                  "ep_method": r.ep_method}
+        if r.note:
+            entry["note"] = r.note
         if r.terms is not None:
             entry |= {k: _json_list(v) for k, v in r.terms.items()}
             entry |= {"total": json_number(r.total), "compression_loss": json_number(float(np.sum(r.terms["L"]))),

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax import markov, rnn, ssm, train, transformer
+from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
 from epjax._discrete import DiscreteModel
 from epjax._estimators import Estimate, entropy_production
@@ -180,13 +181,8 @@ def sample_sequences(key: Array, chain: Chain, num_sequences: int, length: int) 
     """``num_sequences`` independent stationary sequences of ``length`` tokens, int32 ``[N, L]``."""
     num_sequences = check_positive_int("num_sequences", num_sequences)
     length = check_positive_int("length", length)
-    keys = jax.random.split(key, num_sequences)
-    sample = jit_for(chain.model, _sample_batch, static_argnames=("model", "length"))
-    return np.asarray(sample(chain.model, chain.params, keys, length), dtype=np.int32)
-
-
-def _sample_batch(model: DiscreteModel, params: PyTree, keys: Array, length: int) -> Array:
-    return jax.vmap(lambda k: model.sample(k, params, length))(keys)
+    data = sample_trajectories(key, chain.model, chain.params, num_steps=length, num=num_sequences)
+    return np.asarray(data, dtype=np.int32)
 
 
 def family_model(

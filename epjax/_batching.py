@@ -1,0 +1,170 @@
+"""One batching core for everything that draws trajectories: keys, batches, devices, compiler options.
+
+Trajectory ``i`` of a draw always uses ``jax.random.fold_in(key, i)``, so a result never depends on the batch
+size, on the number of devices, or on whether the draw ran inside a user's ``jit`` or through a host driver.
+
+Two tiers share the per-trajectory function ``fn(model, params, key_i, *static) -> pytree``:
+
+* :func:`map_trajectories` is pure and traceable: it stacks ``fn`` over ``num`` keys with ``jax.vmap``, or with
+  ``jax.lax.map(..., batch_size=)`` when a batch size bounds the memory. It works inside ``jit``, ``vmap`` and
+  ``grad``.
+* :func:`run_trajectories` is the host driver: compiled batches of exactly ``batch_size`` trajectories (the
+  compiled shape never depends on ``num``, so no recompilation for a new sample count), the batch index array
+  sharded over all visible devices, the model's XLA options (:func:`epjax.compiler_options`), an optional
+  progress bar, and NumPy results cut to ``num``.
+
+The per-trajectory function must be a module-level function (it is a static argument of the compiled batch);
+``static`` holds its other hashable arguments (number of steps, reversal, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epjax._xla import compiler_options, jit_for
+
+Array = jax.Array
+PyTree = Any
+
+
+def trajectory_keys(key: Array, indices: Array) -> Array:
+    """The keys of trajectories ``indices``: ``fold_in(key, i)`` for each ``i`` (uint32 ``[B]``)."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+
+
+def map_trajectories(
+    fn: Callable[..., PyTree], model: Any, params: PyTree, key: Array, num: int, *, static: tuple = (),
+    batch_size: int | None = None,
+) -> PyTree:
+    """``fn(model, params, fold_in(key, i), *static)`` for ``i = 0 .. num - 1``, stacked on a leading axis.
+
+    Pure and traceable. With ``batch_size`` the trajectories run ``batch_size`` at a time under one
+    ``jax.lax.map`` (memory bounded by a batch, also for reverse-mode gradients' residuals per batch); without,
+    all at once under ``jax.vmap``.
+    """
+    keys = trajectory_keys(key, jnp.arange(num, dtype=jnp.uint32))
+    one = lambda k: fn(model, params, k, *static)
+    if batch_size is None or batch_size >= num:
+        return jax.vmap(one)(keys)
+    return jax.lax.map(one, keys, batch_size=batch_size)
+
+
+def _batch(fn, model, params, key, indices, static):
+    return jax.vmap(lambda k: fn(model, params, k, *static))(trajectory_keys(key, indices))
+
+
+def _hashable(*xs: Any) -> bool:
+    try:
+        for x in xs:
+            hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def batch_function(fn: Callable, model: Any, static: tuple = ()) -> Callable[[PyTree, Array, Array], PyTree]:
+    """The compiled batch ``(params, key, indices) -> stacked fn(model, params, fold_in(key, i), *static)``.
+
+    Models and static arguments that hash (every epjax model: equal configs hash equal) share one compilation
+    cache across calls; an unhashable model is closed over instead and compiles per call.
+    """
+    if _hashable(model, static):
+        run = jit_for(model, _batch, static_argnames=("fn", "model", "static"))
+        return lambda params, key, indices: run(fn, model, params, key, indices, static)
+    return jax.jit(
+        lambda params, key, indices: _batch(fn, model, params, key, indices, static),
+        compiler_options=compiler_options(model) or None,
+    )
+
+
+def device_batch_size(batch_size: int) -> int:
+    """``batch_size`` rounded up to a multiple of the number of visible devices (one shard per device)."""
+    num_devices = len(jax.devices())
+    return -(-batch_size // num_devices) * num_devices
+
+
+def shard_over_devices(indices: Array) -> Array:
+    """``indices`` split along their only axis over all visible devices (unchanged on one device)."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return indices
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    return jax.device_put(indices, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
+
+
+def progress_bar(total: int, desc: str, unit: str = "batch"):
+    """A tqdm bar on stderr (tqdm is imported only when a bar is asked for)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+
+
+def run_trajectories(
+    fn: Callable[..., PyTree], model: Any, params: PyTree, key: Array, num: int, *, static: tuple = (),
+    batch_size: int = 1024, progress: bool = False, desc: str = "trajectories",
+    check: Callable[[int, PyTree], None] | None = None,
+) -> PyTree:
+    """Host driver: ``fn`` over trajectories ``0 .. num - 1`` in compiled batches, results as NumPy arrays.
+
+    Every compiled call holds exactly :func:`device_batch_size` ``(batch_size)`` trajectories, whatever ``num``
+    is (the last batch runs whole and is cut), sharded over the visible devices.
+
+    Args:
+        fn: per-trajectory function ``fn(model, params, key_i, *static) -> pytree of arrays``.
+        model: the model (static: its value selects the compiled code and its XLA options).
+        params: its parameters.
+        key: the draw's key; trajectory ``i`` uses ``fold_in(key, i)``.
+        num: number of trajectories.
+        static: hashable extra arguments of ``fn``.
+        batch_size: trajectories per compiled call.
+        progress: show a progress bar over batches.
+        desc: the bar's label.
+        check: called as ``check(start, batch)`` on each batch's NumPy outputs (before cutting), to refuse
+            bad values early with the trajectories' indices.
+
+    Returns:
+        The pytree of ``fn``'s outputs, each stacked to ``[num, ...]``.
+    """
+    size = device_batch_size(batch_size)
+    run = batch_function(fn, model, static)
+    starts = range(0, num, size)
+    bar = progress_bar(len(starts), desc) if progress else None
+    out = []
+    try:
+        for start in starts:
+            indices = shard_over_devices(jnp.arange(start, start + size, dtype=jnp.uint32))
+            batch = jax.tree_util.tree_map(np.asarray, run(params, key, indices))
+            if check is not None:
+                check(start, batch)
+            out.append(batch)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
+
+
+def _sample(model: Any, params: PyTree, key: Array, num_steps: int) -> Array:
+    return model.sample(key, params, num_steps)
+
+
+def sample_trajectories(
+    key: Array, model: Any, params: PyTree, *, num_steps: int, num: int, batch_size: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
+    """``num`` trajectories of ``num_steps`` steps drawn from the model, ``[num, T, ...]`` NumPy (training data).
+
+    Trajectory ``i`` is ``model.sample(fold_in(key, i), params, num_steps)``, as in every estimator.
+    """
+    return run_trajectories(
+        _sample, model, params, key, num, static=(num_steps,), batch_size=batch_size, progress=progress,
+        desc=f"sampling T={num_steps}",
+    )
