@@ -99,3 +99,17 @@ def test_decompose_errors(saved_chain, tmp_path):
     assert code == 2 and "--plot" in err
     code, _, err = run_cli("decompose", tmp_path / "missing.npz")
     assert code == 2 and "missing.npz" in err
+
+
+def test_saved_model_never_shortens_t_silently(saved_chain, tmp_path):
+    # Trained on length 6; at most 3**4 = 81 <= 100 paths fit: the command says it chose T = 4, and why.
+    json_path = tmp_path / "d.json"
+    code, out, err = run_cli("decompose", saved_chain, "--max-sequences", 100, "--json", json_path, "--no-progress")
+    assert code == 0, err
+    assert "NOTE: T = 4, not the training length 6" in out and "--estimate for T = 6" in out
+    entry = json.loads(json_path.read_text())["models"][0]
+    assert entry["num_steps"] == 4 and entry["note"].startswith("T = 4, not the training length 6")
+    # Within the limit, the training length is used and nothing is said.
+    code, out, err = run_cli("decompose", saved_chain, "--no-progress")
+    assert code == 0, err
+    assert "NOTE" not in out and "enumeration of all 3^6 paths" in out
