@@ -89,6 +89,19 @@ def as_real_array(name: str, x: Any) -> Any:
     return x
 
 
+def check_key(key: Any, *, name: str = "key") -> Any:
+    """Raise unless ``key`` is one ``jax.random`` key: ``jax.random.key(seed)`` or a legacy uint32 ``[2]`` key."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if np.ndim(key) != 0:
+            raise ValueError(f"`{name}` must be a single jax.random key, got a batch of shape {np.shape(key)}.")
+        return key
+    if dtype is not None and dtype == np.uint32 and np.shape(key) == (2,):
+        return key  # jax.random.PRNGKey(seed)
+    got = describe(key) if dtype is not None else f"an object of type {type(key).__name__}"
+    raise ValueError(f"`{name}` must be a jax.random key (e.g. jax.random.key(0)), got {got}.")
+
+
 def check_finite(name: str, x: Any) -> None:
     """Raise when a concrete array has NaN or infinite entries."""
     if not is_concrete(x):

@@ -31,7 +31,7 @@ from epjax._batching import (
     shard_over_devices,
     trajectory_keys,
 )
-from epjax._checks import check_num_steps, check_positive_int, describe, is_concrete
+from epjax._checks import as_real_array, check_key, check_num_steps, check_positive_int, describe, is_concrete
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._reversal import reverse_tokens
 from epjax._xla import compiler_options, jit_for
@@ -136,8 +136,8 @@ def summarize(sigmas: Array) -> Estimate:
     >>> float(est.mean), round(float(est.stderr), 6)
     (1.5, 0.645497)
     """
-    _check_sample_count(sigmas, "sigmas")
-    s = jnp.asarray(sigmas)
+    s = jnp.asarray(as_real_array("sigmas", sigmas))
+    _check_sample_count(s, "sigmas")
     if not jnp.issubdtype(s.dtype, jnp.floating):
         s = s.astype(float)
     return Estimate(**_summary(jnp, s))
@@ -153,10 +153,7 @@ def estimate_from_samples(sigmas: Any) -> Estimate:
     Returns:
         The :class:`Estimate` of their mean, with Python floats and float64 NumPy arrays.
     """
-    try:
-        s = np.asarray(sigmas, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"`sigmas` must be an array of numbers [N], got {describe(sigmas)}.") from None
+    s = np.asarray(as_real_array("sigmas", sigmas), dtype=np.float64)
     _check_sample_count(s, "sigmas")
     n = s.size
     if np.any(np.isnan(s)):
@@ -218,7 +215,7 @@ def sigma(model: AutoregressiveModel, params: Any, x: Array, reversal: Reversal 
     Returns:
         Scalar ``sigma(x)`` in nats.
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(as_real_array("x", x))
     return total_log_prob(model, params, x, "a sequence") - total_log_prob(
         model, params, reversed_sequence(reversal, x), "the reversed sequence"
     )
@@ -261,8 +258,9 @@ def trajectory_log_probs(model, params, key, num_steps: int, reversal: Reversal)
     return forward, backward, permutes
 
 
-def _check_arguments(model, num_steps, num_samples, reversal, *, minimum_samples: int = 2):
+def _check_arguments(model, key, num_steps, num_samples, reversal, *, minimum_samples: int = 2):
     check_model(model)
+    check_key(key)
     num_steps = check_num_steps(num_steps)
     num_samples = check_positive_int("num_samples", num_samples, minimum=minimum_samples)
     if not callable(reversal):
@@ -316,7 +314,7 @@ def sample_sigmas(
     >>> abs(float(est.mean) - 0.25442) < 4 * float(est.stderr)
     True
     """
-    num_steps, num_samples = _check_arguments(model, num_steps, num_samples, reversal, minimum_samples=1)
+    num_steps, num_samples = _check_arguments(model, key, num_steps, num_samples, reversal, minimum_samples=1)
     batch_size = _check_batch_size(batch_size)
     if is_concrete(params):
         check_params(model, params)
@@ -417,7 +415,7 @@ def entropy_production(
     >>> abs(est.mean - 0.25442) < 4 * est.stderr
     True
     """
-    num_steps, num_samples = _check_arguments(model, num_steps, num_samples, reversal)
+    num_steps, num_samples = _check_arguments(model, key, num_steps, num_samples, reversal)
     batch_size = check_positive_int("batch_size", batch_size)
     if not is_concrete(key, params):
         # Inside a user's jit/vmap/grad: the traceable core (same values; no progress bar, values unchecked).
@@ -503,7 +501,7 @@ def entropy_production_surrogate(
     Returns:
         A scalar array.
     """
-    num_steps, num_samples = _check_arguments(model, num_steps, num_samples, reversal)
+    num_steps, num_samples = _check_arguments(model, key, num_steps, num_samples, reversal)
     estimator = _estimator(model, estimator)
     batch_size = _check_batch_size(batch_size)
     if is_concrete(params):
@@ -610,7 +608,7 @@ def entropy_production_gradient(
     Returns:
         :class:`GradientEstimate` (``grad`` and ``stderr`` shaped like ``params``, float64 NumPy leaves).
     """
-    num_steps, num_samples = _check_arguments(model, num_steps, num_samples, reversal)
+    num_steps, num_samples = _check_arguments(model, key, num_steps, num_samples, reversal)
     estimator = _estimator(model, estimator)
     batch_size = check_positive_int("batch_size", batch_size)
     _reject_traced_driver("entropy_production_gradient", "entropy_production_surrogate", key, params)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax._batching import map_trajectories, progress_bar, run_trajectories, sample_trajectories
-from epjax._checks import check_num_steps, check_positive_int, is_concrete
+from epjax._checks import check_key, check_num_steps, check_positive_int, is_concrete
 from epjax._contract import check_model, check_params
 from epjax._exact import num_sequences
 from epjax._xla import compiler_options, jit_for
@@ -339,6 +339,7 @@ def estimate_decomposition(
             f"`reverse_model` must share the vocabulary of `model` ({model.vocab_size}), got "
             f"{reverse_model.vocab_size}."
         )
+    check_key(key)
     T = check_num_steps(num_steps)
     N = check_positive_int("num_samples", num_samples, minimum=2)
     static = (T, reverse_model)
@@ -409,6 +410,7 @@ def train_reverse_model(
     """
     from epjax import train as _train  # the training layer sits above the engine
 
+    check_key(key)
     T = check_num_steps(num_steps)
     n = check_positive_int("num_sequences", num_sequences)
     k_data, k_init, k_train = jax.random.split(key, 3)

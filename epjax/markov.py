@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._checks import check_finite, check_positive_int, describe, is_concrete
+from epjax._checks import as_real_array, check_finite, check_positive_int, describe, is_concrete
 from epjax._discrete import DiscreteModel, check_temperature
 
 Array = jax.Array
@@ -51,8 +51,8 @@ def from_probabilities(initial: Any, transition: Any) -> Params:
     Returns:
         :class:`Params` holding the logs.
     """
-    initial = jnp.asarray(initial)
-    transition = jnp.asarray(transition)
+    initial = jnp.asarray(as_real_array("initial", initial))
+    transition = jnp.asarray(as_real_array("transition", transition))
     if not jnp.issubdtype(initial.dtype, jnp.floating):
         initial = initial.astype(float)
     transition = transition.astype(initial.dtype)

@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from epjax._checks import check_positive_int, describe
+from epjax._checks import as_real_array, check_positive_int, describe
 
 
 def _as_sample(name: str, x: Any, minimum: int) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.asarray(as_real_array(name, x), dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be a 1-D array of values, got {describe(x)}.")
     if arr.size < minimum:

@@ -420,3 +420,33 @@ def test_engine_uses_first_order_chain_of_test_engine(x64):
     s = epjax.sample_sigmas(jax.random.key(0), CHAIN, p, num_steps=4, num_samples=50)
     est = epjax.entropy_production(jax.random.key(0), CHAIN, p, num_steps=4, num_samples=50)
     np.testing.assert_allclose(np.asarray(s), est.sigmas, rtol=1e-13)
+
+
+@pytest.mark.parametrize("bad", [None, "abc", [[1], [2, 3]], np.array([1 + 2j, 0]), {"a": 1}])
+def test_non_numeric_inputs_are_refused_by_name(bad):
+    gru = FAMILIES["gru"]()
+    p = gru.init(jax.random.key(0))
+    for name, call in (
+        ("x", lambda: epjax.sigma(gru, p, bad)),
+        ("sigmas", lambda: epjax.estimate_from_samples(bad)),
+        ("sigmas", lambda: epjax.summarize(bad)),
+        ("initial", lambda: markov.from_probabilities(bad, np.eye(2))),
+        ("transition", lambda: markov.from_probabilities(np.ones(2) / 2, bad)),
+        ("key", lambda: epjax.entropy_production(bad, gru, p, num_steps=3, num_samples=4)),
+        ("key", lambda: epjax.sample_sigmas(bad, gru, p, num_steps=3, num_samples=4)),
+    ):
+        with pytest.raises(ValueError, match=rf"`{name}` must"):
+            call()
+
+
+def test_keys_legacy_and_batched():
+    gru = FAMILIES["gru"]()
+    p = gru.init(jax.random.key(0))
+    legacy = epjax.sample_sigmas(jax.random.PRNGKey(0), gru, p, num_steps=3, num_samples=4)
+    assert legacy.shape == (4,)
+    with pytest.raises(ValueError, match=r"`key` must be a single jax.random key, got a batch of shape \(2,\)"):
+        epjax.sample_sigmas(jax.random.split(jax.random.key(0)), gru, p, num_steps=3, num_samples=4)
+    # vmap over keys is the way to batch them.
+    many = jax.vmap(lambda k: epjax.sample_sigmas(k, gru, p, num_steps=3, num_samples=4))(
+        jax.random.split(jax.random.key(0), 2))
+    assert many.shape == (2, 4)
