@@ -663,6 +663,8 @@ def test_empty_and_too_long_texts(tiny_gguf):
         tok.encode("")
     with pytest.raises(ValueError, match="`text` must be a str"):
         tok.encode([1, 2])
+    with pytest.raises(ValueError, match=r"lone surrogate U\+DFFF at character 2 \('ab\\udfff'\)"):
+        tok.encode("ab\udfff")
     long_text = " ".join(CORPUS)
     with pytest.raises(ValueError, match=r"`text` has \d+ tokens, more than the model's context of 8 tokens"):
         tok.encode(long_text, max_length=model.max_length)
@@ -686,6 +688,32 @@ def test_tokenizer_whitespace_stripping():
     np.testing.assert_array_equal(
         wrapped.sentence_end_mask(), [False, True, False, True, False, False, False, False]
     )
+    # The reader rule: the same ends inside a text; white space after the last end joins the last sentence,
+    # and ids 6, 7 (the model's, not the tokenizer's) stand for no text.
+    assert [wrapped.token_bytes(i) for i in (3, 4, 6)] == [b".\n", b" ", b""]
+    assert wrapped.sentence_ends([0, 3, 4, 0, 1]).tolist() == [False, True, False, False, True]
+    assert wrapped.sentence_ends([0, 1, 2]).tolist() == [False, False, True]
+    assert wrapped.sentence_ends([0, 1, 2], rule="paper").tolist() == [False, True, False]
+    assert wrapped.sentence_ends([0, 1, 6, 0, 1]).tolist() == [False, False, False, False, True]  # "a.a."
+
+
+@pytest.mark.parametrize("files", ["json", "vocab+merges"])
+def test_folder_tokenizer_sentence_ends_equal_gguf(tmp_path, bpe, tiny_gguf, files):
+    """The same BPE read from a Hugging Face folder and from GGUF metadata: the same bytes and sentence ends."""
+    if files == "json":
+        bpe.save(str(tmp_path / "tokenizer.json"))
+    else:
+        bpe.model.save(str(tmp_path))
+    folder_tok = tokenizer_lib.Tokenizer.from_folder(tmp_path)
+    _, _, gguf_tok = pretrained.load_gguf(tiny_gguf)
+    for text in [*CORPUS, "He said “Stop.” Then 中文。好！"]:
+        ids = gguf_tok.encode(text)
+        assert folder_tok.encode(text) == ids
+        assert b"".join(folder_tok.token_bytes(i) for i in ids).decode("utf-8") == text
+        for rule in tokenizer_lib.SENTENCE_RULES:
+            want = gguf_tok.sentence_ends(ids, rule=rule)
+            np.testing.assert_array_equal(folder_tok.sentence_ends(ids, rule=rule), want)
+    assert folder_tok.token_bytes(0) is None  # <|endoftext|>, a special token
 
 
 @needs_smollm2

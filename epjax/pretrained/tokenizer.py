@@ -14,14 +14,21 @@ pre-tokenizer the file names:
 :meth:`Tokenizer.from_folder` reads a Hugging Face checkpoint folder (``tokenizer.json``, or ``vocab.json`` +
 ``merges.txt`` for GPT-2's byte-level BPE).
 
-Token ids, not strings, are what the models score; :meth:`Tokenizer.sentence_end_mask` marks the ids that end
-a sentence for the sentence-block reversal (SPEC §3), decided once on the vocabulary, never by re-tokenising
-text.
+Token ids, not strings, are what the models score. :meth:`Tokenizer.sentence_ends` marks the tokens of one
+sequence that end a sentence for the sentence-block reversal (docs/mathematics.md §3), decided on the ids --
+each id mapped once to the bytes it stands for -- never by re-tokenising text. Two rules:
+
+    "reader"  (default) :func:`reader_sentence_ends`: sentence ends a reader would agree with; whether a '.'
+              ends a sentence depends on what follows it, so the decision is made per sequence
+    "paper"   the EP paper's rule, a per-vocabulary mask (:meth:`Tokenizer.sentence_end_mask`): a token ends a
+              sentence when its text, trailing white space removed, ends in '.', '!' or '?'
 """
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +37,26 @@ from typing import Any
 import numpy as np
 
 SENTENCE_ENDS = (".", "!", "?")
+SENTENCE_RULES = ("reader", "paper")
+
+# The reader rule (reader_sentence_ends). Characters, not bytes: a multi-byte character split across tokens
+# belongs to the token holding its last byte.
+_TERMINATORS = ".!?…。｡！？"
+_FULL_STOPS = "。｡！？"  # CJK text puts no space after them
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # those of str.splitlines
+_CLOSERS = "\"')]}»›”’」』）］｝〉》】〕〗〙〛｣"
+_OPENERS = "\"'([{«‹“‘„「『（［｛〈《【〔〖〘〚｢¿¡"
+# A '.' after these never ends a sentence: they stand before what they qualify ("Dr. Smith", "e.g. this").
+NEVER_END = ("Mr", "Mrs", "Ms", "Mx", "Dr", "Prof", "St", "Mt", "Rev", "Gen", "Col", "Capt", "Lt", "Sgt", "Gov",
+             "Sen", "Rep", "Hon", "Fig", "Eq", "vs", "cf", "viz", "e.g", "i.e")
+# A '.' after these ends a sentence only before a capitalised word or at the end of the text ("5 p.m. The
+# bus" ends, "the U.S. economy" does not); so do dotted initialisms (U.S, a.m, p.m) of any letters.
+END_BEFORE_CAPITAL = ("etc", "Jr", "Sr", "Inc", "Ltd", "Co", "Corp", "Ph.D")
+_NEVER_END = frozenset(NEVER_END)
+_NEVER_END_ANY_CASE = frozenset(("vs", "cf", "viz", "e.g", "i.e"))  # also "E.g.", "Vs."
+_END_BEFORE_CAPITAL = frozenset(END_BEFORE_CAPITAL)
+_CLUSTER = re.compile(f"[{re.escape(_TERMINATORS)}]+")
+_INITIALISM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -55,6 +82,154 @@ def bytes_to_unicode() -> dict[int, str]:
             chars[b] = chr(256 + extra)
             extra += 1
     return chars
+
+
+def reader_sentence_ends(pieces: Sequence[bytes | None]) -> np.ndarray:
+    r"""Bool ``[T]``: the tokens that end a sentence under the reader rule, from the bytes of each token.
+
+    The text is the UTF-8 decoding of the concatenated pieces (``None`` marks a special token, which never ends
+    a sentence and acts like the end of the text for what precedes it). A run of terminators ('.', '!', '?',
+    '…', and the full stops '。', '｡', '！', '？') ends a sentence when:
+
+    1. '。', '｡', '！' or '？' is in the run: always (no white space is needed after them);
+    2. otherwise the run, with the closing quotes and brackets right after it, must be followed by white space
+       or the end of the text ("3.5", "e.g", "$7.99", "example.com" end nothing), and then
+    3. '!' or '?' in the run: it ends, unless a closer follows it and the next word starts in lower case
+       ('"Why?" she asked.' is one sentence);
+    4. an ellipsis ('...', '..', '…'): only before a capitalised word or at the end of the text;
+    5. a single '.': never after the abbreviations :data:`NEVER_END` (titles, "vs", "cf", "e.g", "i.e");
+       after an initial -- a single capital letter that starts the text or a sentence or follows a
+       capitalised word or another initial ("J. K. Rowling", "John F. Kennedy"; not "vitamin C.") -- only
+       before a line break or at the end of the text; after :data:`END_BEFORE_CAPITAL` ("etc", "Jr", "Inc",
+       ...) and dotted initialisms ("U.S", "a.m", "p.m") only before a capitalised word or at the end of the
+       text; after any other word, always.
+
+    "The next word" skips white space and opening quotes and brackets; "the end of the text" allows trailing
+    white space. The token that ends the sentence is the one holding the last character of the run and its
+    closers (the closing quote of `."` belongs to the sentence it closes); a character split across tokens
+    belongs to the token holding its last byte. White space at the very end of the sequence belongs to the last
+    sentence: when only white-space tokens follow the last end, the last token becomes the end instead, so a
+    text ending in ".\n" still ends a sentence.
+
+    Every decision looks only at characters up to the first character of the next run of terminators, so
+    truncating a sequence after one of its sentence ends keeps every earlier decision: ``ends(x[: k + 1]) ==
+    ends(x)[: k + 1]`` for each end ``k``.
+
+    Args:
+        pieces: per token, the UTF-8 bytes it stands for, or ``None`` for a special token.
+
+    Returns:
+        bool ``[T]``.
+
+    >>> reader_sentence_ends([b"Dr", b".", b" Li", b" rose", b" 3", b".", b"5", b"%.", b" Then", b"?"]).tolist()
+    [False, False, False, False, False, False, False, True, False, True]
+    """
+    num_tokens = len(pieces)
+    ends = np.zeros(num_tokens, bool)
+    token_chars = [""] * num_tokens
+    chars: list[str] = []
+    owners: list[int] = []
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    last = -1  # the last token that contributed bytes to the current segment
+
+    def close_segment() -> None:
+        tail = decoder.decode(b"", final=True)  # an incomplete character at the end: U+FFFD
+        if tail:
+            chars.append(tail)
+            owners.extend([last] * len(tail))
+            token_chars[last] += tail
+        _mark_reader_ends("".join(chars), owners, ends)
+        chars.clear()
+        owners.clear()
+        decoder.reset()
+
+    for t, piece in enumerate(pieces):
+        if piece is None:
+            close_segment()
+            continue
+        text = decoder.decode(bytes(piece))
+        chars.append(text)
+        owners.extend([t] * len(text))
+        token_chars[t] = text
+        if piece:
+            last = t
+    close_segment()
+    marked = np.flatnonzero(ends)
+    if marked.size and marked[-1] < num_tokens - 1:
+        tail = range(marked[-1] + 1, num_tokens)
+        if all(pieces[t] is not None and (token_chars[t] == "" or token_chars[t].isspace()) for t in tail):
+            ends[marked[-1]] = False
+            ends[-1] = True
+    return ends
+
+
+def _mark_reader_ends(text: str, owners: list[int], ends: np.ndarray) -> None:
+    """Set ``ends[owners[i]]`` for the last character ``i`` of each sentence end in one segment of text."""
+    size = len(text)
+    for run in _CLUSTER.finditer(text):
+        start, stop = run.span()
+        after = stop
+        while after < size and text[after] in _CLOSERS:
+            after += 1
+        if _reader_end(text, start, stop, after):
+            ends[owners[after - 1]] = True
+
+
+def _reader_end(text: str, start: int, stop: int, after: int) -> bool:
+    """Whether the terminators ``text[start:stop]``, closers up to ``after``, end a sentence (reader rule)."""
+    run = text[start:stop]
+    if any(c in _FULL_STOPS for c in run):
+        return True
+    if after < len(text) and not text[after].isspace():
+        return False
+    following, line_break = _next_word_start(text, after)  # following is None: the text ends
+    capital = following is None or following.isupper() or following.istitle()
+    if "!" in run or "?" in run:
+        return not (after > stop and following is not None and following.islower())
+    if len(run) > 1 or "…" in run:
+        return capital
+    begin = start
+    while begin > 0 and not text[begin - 1].isspace():
+        begin -= 1
+    word = text[begin:start].lstrip(_OPENERS)
+    if word in _NEVER_END or word.lower() in _NEVER_END_ANY_CASE:
+        return False
+    if len(word) == 1 and word.isupper() and _starts_name(text, begin):
+        # "J. K. Rowling", "John F. Kennedy": the next word is capitalised after an initial as after a sentence
+        return following is None or line_break
+    if word in _END_BEFORE_CAPITAL or _INITIALISM.fullmatch(word):
+        return capital
+    return True
+
+
+def _starts_name(text: str, index: int) -> bool:
+    """Whether the word at ``index`` may be an initial: it starts the text or a sentence, or follows a name.
+
+    A name here is a capitalised word or another initial ("J. K.", "John F."); after a lower-case word
+    ("vitamin C.") a capital letter is a word of its own.
+    """
+    stop = index
+    while stop > 0 and text[stop - 1].isspace():
+        stop -= 1
+    begin = stop
+    while begin > 0 and not text[begin - 1].isspace():
+        begin -= 1
+    previous = text[begin:stop].lstrip(_OPENERS)
+    return not previous or previous[0].isupper() or previous[-1] in _TERMINATORS
+
+
+def _next_word_start(text: str, index: int) -> tuple[str | None, bool]:
+    """The next word's first character (``None`` if none) and whether a line break comes before it.
+
+    The next word starts after white space and opening quotes or brackets from ``index``.
+    """
+    size, start = len(text), index
+    while index < size and text[index].isspace():
+        index += 1
+    line_break = any(c in _LINE_BREAKS for c in text[start:index])
+    while index < size and text[index] in _OPENERS:
+        index += 1
+    return (text[index] if index < size else None), line_break
 
 
 def _import_tokenizers():
@@ -90,6 +265,8 @@ class Tokenizer:
             raise ValueError(f"`bos_id` must be a token id in [0, {self.vocab_size}), got {bos_id!r}.")
         self.bos_id = int(bos_id)
         self._texts: list[str] | None = None
+        self._pieces: list[bytes | None] | None = None
+        self._paper_mask: np.ndarray | None = None
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -209,15 +386,23 @@ class Tokenizer:
 
     # --- use ----------------------------------------------------------------------------------------------
     def encode(self, text: str, *, max_length: int | None = None) -> list[int]:
-        """Token ids of ``text`` (no BOS: the models prepend it).
+        r"""Token ids of ``text`` (no BOS: the models prepend it).
 
         Raises:
-            ValueError: ``text`` is not a string or is empty, or it has more than ``max_length`` tokens.
+            ValueError: ``text`` is not a string, is empty, is not valid Unicode (a lone surrogate such as
+                ``"\ud800"``, which has no UTF-8 bytes), or has more than ``max_length`` tokens.
         """
         if not isinstance(text, str):
             raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
         if not text.strip():
             raise ValueError(f"`text` is empty or only white space ({text!r}): there are no words to score.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"`text` must be valid Unicode, but it holds the lone surrogate U+{ord(text[err.start]):04X} at "
+                f"character {err.start} ({_quote(text)}), which has no UTF-8 encoding."
+            ) from None
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if max_length is not None and len(ids) > max_length:
             raise ValueError(
@@ -236,13 +421,57 @@ class Tokenizer:
             raise ValueError(f"`token_id` must be in [0, {self.vocab_size}), got {token_id}.")
         return self._token_texts()[token_id]
 
+    def token_bytes(self, token_id: int) -> bytes | None:
+        """The UTF-8 bytes token ``token_id`` stands for in the text (part of a character, possibly).
+
+        ``None`` for a special token (``<|endoftext|>``: not text); ``b""`` for an id the model has but the
+        tokenizer lacks. Concatenating the pieces of a sequence without special tokens gives the bytes of its
+        decoded text.
+
+        Raises:
+            ValueError: ``token_id`` out of range, or a tokenizer whose decoder is not byte-level (its tokens'
+                bytes are not known one by one).
+        """
+        token_id = int(token_id)
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"`token_id` must be in [0, {self.vocab_size}), got {token_id}.")
+        return self._token_pieces()[token_id]
+
+    def sentence_ends(self, ids: Any, *, rule: str = "reader") -> np.ndarray:
+        """Bool ``[T]``: the tokens of one sequence that end a sentence, decided on the ids.
+
+        Args:
+            ids: int ``[T]`` token ids, one sequence.
+            rule: ``"reader"`` (default), sentence ends a reader would agree with (:func:`reader_sentence_ends`:
+                decimals, abbreviations, initials and ellipses before a lower-case word end nothing; closing
+                quotes and brackets belong to the sentence they close; '。' ends without white space), or
+                ``"paper"``, the EP paper's per-vocabulary rule (:meth:`sentence_end_mask`).
+
+        Returns:
+            bool ``[T]``.
+
+        Raises:
+            ValueError: an unknown rule, ids that are not a 1-D sequence of token ids in ``[0, V)``, or (reader
+                rule) a tokenizer that is not byte-level.
+        """
+        if rule not in SENTENCE_RULES:
+            raise ValueError(f"`rule` must be one of {', '.join(map(repr, SENTENCE_RULES))}, got {rule!r}.")
+        ids = _check_ids(ids, self.vocab_size)
+        if rule == "paper":
+            if self._paper_mask is None:
+                self._paper_mask = self.sentence_end_mask()
+            return self._paper_mask[ids]
+        pieces = self._token_pieces()
+        return reader_sentence_ends([pieces[i] for i in ids.tolist()])
+
     def sentence_end_mask(self, ends: Sequence[str] = SENTENCE_ENDS) -> np.ndarray:
-        r"""Bool ``[V]``: ``True`` for the tokens that end a sentence (SPEC §3).
+        r"""Bool ``[V]``: ``True`` for the tokens that end a sentence under the EP paper's rule (SPEC §3).
 
         A token ends a sentence when its decoded text, with trailing whitespace removed, ends in one of
         ``ends`` (``'.'``, ``'!'``, ``'?'``). Stripping whitespace makes ``".\n"`` and ``"!\n\n"`` sentence
         ends, as in running text; a token that is only whitespace never is. Abbreviations (``"Mr."``) and
-        decimal points count too: the rule is the EP paper's, decided on ids alone. Special tokens never end a
+        decimal points count too, and a closing quote after the '.' (a ``'"'`` token) ends nothing: the rule is
+        the EP paper's, decided on ids alone (``sentence_ends(ids, rule="paper")``). Special tokens never end a
         sentence.
         """
         ends = tuple(ends)
@@ -254,6 +483,36 @@ class Tokenizer:
             mask[i] = text.rstrip().endswith(ends) and self.backend.id_to_token(i) not in special
         return mask
 
+    def _token_pieces(self) -> list[bytes | None]:
+        # Each id's bytes, once per tokenizer: a byte-level token is spelled in the byte alphabet, one
+        # character per byte, so a character split across tokens is reassembled from the bytes of the sequence.
+        if self._pieces is None:
+            tokenizers = _import_tokenizers()
+            if not isinstance(self.backend.decoder, tokenizers.decoders.ByteLevel):
+                raise ValueError(
+                    f"the reader sentence rule needs the bytes of each token, but this tokenizer's decoder is "
+                    f"{type(self.backend.decoder).__name__}, not byte-level; use the per-vocabulary rule "
+                    "(sentence_rule='paper')."
+                )
+            byte_of = {c: b for b, c in bytes_to_unicode().items()}
+            added = self.backend.get_added_tokens_decoder()
+            size = min(self.vocab_size, self.backend.get_vocab_size(with_added_tokens=True))
+            pieces: list[bytes | None] = []
+            for i in range(size):
+                token = added.get(i)
+                if token is not None and token.special:
+                    pieces.append(None)
+                    continue
+                spelled = token.content if token is not None else self.backend.id_to_token(i)
+                if spelled is None:
+                    pieces.append(b"")
+                elif all(c in byte_of for c in spelled):
+                    pieces.append(bytes(byte_of[c] for c in spelled))
+                else:  # an added token outside the byte alphabet decodes to itself (as the ByteLevel decoder does)
+                    pieces.append(spelled.encode("utf-8"))
+            self._pieces = pieces + [b""] * (self.vocab_size - size)
+        return self._pieces
+
     def _token_texts(self) -> list[str]:
         if self._texts is None:
             size = min(self.vocab_size, self.backend.get_vocab_size(with_added_tokens=True))
@@ -264,6 +523,28 @@ class Tokenizer:
     def __repr__(self) -> str:
         bos = self.token_text(self.bos_id)
         return f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id} ({bos!r}))"
+
+
+def _check_ids(ids: Any, vocab_size: int) -> np.ndarray:
+    expected = "`ids` must be a 1-D sequence of integer token ids"
+    if ids is None or isinstance(ids, (str, bytes)):
+        raise ValueError(f"{expected}, got {type(ids).__name__}.")
+    try:
+        array = np.asarray(ids)
+    except ValueError:  # ragged
+        raise ValueError(f"{expected}, got a ragged {type(ids).__name__}.") from None
+    if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{expected}, got an array of shape {array.shape} and dtype {array.dtype}.")
+    array = array.astype(np.int64)
+    if array.size and (array.min() < 0 or array.max() >= vocab_size):
+        raise ValueError(
+            f"`ids` must hold token ids in [0, {vocab_size}), got ids from {array.min()} to {array.max()}."
+        )
+    return array
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _pre_tokenizer(tokenizers: Any, pre: str, add_prefix_space: bool) -> Any:
@@ -285,4 +566,12 @@ def _pre_tokenizer(tokenizers: Any, pre: str, add_prefix_space: bool) -> Any:
     )
 
 
-__all__ = ["SENTENCE_ENDS", "Tokenizer", "bytes_to_unicode"]
+__all__ = [
+    "END_BEFORE_CAPITAL",
+    "NEVER_END",
+    "SENTENCE_ENDS",
+    "SENTENCE_RULES",
+    "Tokenizer",
+    "bytes_to_unicode",
+    "reader_sentence_ends",
+]
