@@ -6,11 +6,34 @@ the pretrained models prepend BOS themselves, in both directions, as the EP pape
     token level      sigma  = ln P(x) - ln P(reverse_tokens(x))                (eq. 18)
     sentence level   sigma' = ln P(x) - ln P(reverse_segments(x, ends))        (eqs. 28-36)
 
-where ``ends = tokenizer.sentence_end_mask()[x]`` marks the tokens whose decoded text ends in '.', '!' or
-'?' -- decided on the ids, never by re-tokenising strings. Sentence reversal keeps each sentence's tokens in
-order and reverses the order of the sentences. It is a bijection only on sequences whose last token ends a
-sentence, so a text that does not end with a sentence end is refused, unless ``truncate=True`` drops the tail
-after its last sentence end.
+where ``ends = tokenizer.sentence_ends(x, rule=sentence_rule)`` marks the tokens that end a sentence --
+decided on the ids (each id mapped once to its bytes), never by re-tokenising strings. Two rules
+(``sentence_rule``):
+
+- ``"reader"`` (default): sentence ends a reader would agree with. A '.', '!' or '?' ends a sentence only
+  where white space or the end of the text follows it; closing quotes and brackets belong to the sentence
+  they close (`."` ends at the quote); decimals ("3.5", "$7.99") end nothing; a '.' after a title or Latin
+  abbreviation (``NEVER_END``: "Dr.", "Mr.", "e.g.", "vs." ...) never ends one, after an initial ("J.")
+  only before a line break or at the end of the text, after ``END_BEFORE_CAPITAL`` ("etc.", "Inc.", ...) or
+  a dotted initialism ("U.S.", "p.m.") and an ellipsis ("...", "…") only before a capitalised word or at the
+  end of the text; '!' or '?' followed by a closer and a lower-case word ('"Why?" she asked') ends nothing;
+  '。', '！', '？' end one with no white space after them. The decision depends on the next tokens, so it is
+  made per sequence (:func:`epjax.pretrained.tokenizer.reader_sentence_ends` has the full statement).
+- ``"paper"``: the EP paper's rule, a per-vocabulary mask: a token ends a sentence when its decoded text,
+  trailing white space removed, ends in '.', '!' or '?' ("3.5" and "Dr." split sentences, `."` closes none).
+
+Sentence reversal keeps each sentence's tokens in order and reverses the order of the sentences. It is a
+bijection only on sequences whose last token ends a sentence, so a text that does not end with a sentence end
+is refused, unless ``truncate=True`` drops the tail after its last sentence end (both rules keep every earlier
+end when a sequence is truncated after one of its ends).
+
+Under the paper rule the reversed sequence has the same sentences as the original, so block reversal is an
+involution and the block-level identities (``S' >= 0``, ``E[exp(-sigma')] = 1``, eqs. 28-36) hold over the
+sequences ending a sentence. Under the reader rule an end can depend on the sentence that follows it:
+"Hello. World." reversed is " World.Hello.", where the first '.' no longer ends a sentence, so reversal is
+not an involution (both texts map to " World.Hello.") and those identities are approximate -- fine for
+scoring fixed texts, where sigma' is defined text by text; use ``sentence_rule="paper"`` where the exact
+identities matter.
 
 Rates are per token: ``sigma / T`` with ``T = len(x)``, and ``sigma' / T'`` with ``T'`` the length after any
 truncation.
@@ -32,8 +55,7 @@ The token-level quantities involve no truncation and are exact.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -47,6 +69,7 @@ from epjax._xla import jit_for
 from epjax.stats import Interval, bootstrap_ci
 
 LEVELS = ("token", "sentence")
+SENTENCE_RULES = ("reader", "paper")  # epjax.pretrained.tokenizer.SENTENCE_RULES (not imported: no tokenizers)
 DEFAULT_BUCKET = 16
 
 
@@ -55,33 +78,39 @@ DEFAULT_BUCKET = 16
 # ------------------------------------------------------------------------------------------------------------
 
 
-_END_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _check_sentence_rule(sentence_rule: Any) -> str:
+    if not isinstance(sentence_rule, str) or sentence_rule not in SENTENCE_RULES:
+        raise ValueError(
+            f"`sentence_rule` must be one of {', '.join(map(repr, SENTENCE_RULES))}, got {sentence_rule!r}."
+        )
+    return sentence_rule
 
 
-def _end_mask(tokenizer: Any) -> np.ndarray:
-    # The mask depends only on the vocabulary: compute it once per tokenizer.
-    try:
-        return _END_MASKS[tokenizer]
-    except (KeyError, TypeError):
-        mask = np.asarray(tokenizer.sentence_end_mask(), dtype=bool)
-    try:
-        _END_MASKS[tokenizer] = mask
-    except TypeError:  # pragma: no cover - a tokenizer that cannot be weakly referenced
-        pass
-    return mask
-
-
-def sentence_ends(x: Any, end_mask: Any) -> np.ndarray:
-    """Bool ``[T]``: True where token ``x_t`` ends a sentence (``end_mask[x_t]``), decided on ids.
+def sentence_ends(x: Any, tokenizer: Any, *, sentence_rule: str = "reader") -> np.ndarray:
+    """Bool ``[T]``: True where token ``x_t`` ends a sentence, decided on the ids of this sequence.
 
     Args:
-        x: int ``[T]`` token ids.
-        end_mask: bool ``[V]``, e.g. ``tokenizer.sentence_end_mask()``.
+        x: int ``[T]`` token ids, one sequence.
+        tokenizer: its tokenizer (an :class:`epjax.pretrained.Tokenizer`: ``sentence_ends(ids, rule=...)``).
+        sentence_rule: ``"reader"`` (default) or ``"paper"`` (see the module docstring).
 
-    >>> sentence_ends([5, 1, 2, 1], np.array([False, True, False, False, False, False])).tolist()
-    [False, True, False, True]
+    Raises:
+        ValueError: an unknown rule, a tokenizer without ``sentence_ends``, or ids that are not token ids.
+
+    >>> from epjax.pretrained import load_gguf                                      # doctest: +SKIP
+    >>> _, _, tok = load_gguf()                                                     # doctest: +SKIP
+    >>> x = tok.encode('Dr. Li rose 3.5 percent. "Why?" she asked.')                # doctest: +SKIP
+    >>> [tok.decode(x[: t + 1]) for t in np.flatnonzero(sentence_ends(x, tok))]     # doctest: +SKIP
+    ['Dr. Li rose 3.5 percent.', 'Dr. Li rose 3.5 percent. "Why?" she asked.']
     """
-    return np.asarray(end_mask, dtype=bool)[np.asarray(x, dtype=np.int64)]
+    sentence_rule = _check_sentence_rule(sentence_rule)
+    if not callable(getattr(tokenizer, "sentence_ends", None)):
+        raise ValueError(
+            "`tokenizer` must be an epjax.pretrained.Tokenizer (with a sentence_ends method), got "
+            f"{type(tokenizer).__name__}; with a per-vocabulary bool mask the ends are mask[x] (and "
+            "epjax.reverse_segments(x, mask[x]) reverses the sentences)."
+        )
+    return np.asarray(tokenizer.sentence_ends(x, rule=sentence_rule), dtype=bool)
 
 
 def truncate_after_last_end(x: Any, ends: Any) -> np.ndarray | None:
@@ -97,12 +126,13 @@ def truncate_after_last_end(x: Any, ends: Any) -> np.ndarray | None:
     return np.asarray(x)[: where[-1] + 1]
 
 
-def reverse_sentences(x: Any, end_mask: Any) -> np.ndarray:
+def reverse_sentences(x: Any, tokenizer: Any, *, sentence_rule: str = "reader") -> np.ndarray:
     """Sentence-block reversal of token ids: the sentences in reverse order, each kept in order (SPEC §3).
 
     Args:
         x: int ``[T]`` token ids whose last token ends a sentence.
-        end_mask: bool ``[V]`` sentence-end tokens.
+        tokenizer: the tokenizer that decides the sentence ends (:func:`sentence_ends`).
+        sentence_rule: ``"reader"`` (default) or ``"paper"``.
 
     Returns:
         int ``[T]``, the reversed sequence.
@@ -110,12 +140,12 @@ def reverse_sentences(x: Any, end_mask: Any) -> np.ndarray:
     Raises:
         ValueError: the last token does not end a sentence (the map would not be a bijection).
 
-    >>> mask = np.array([False, True, False, False])     # token 1 is '.'
-    >>> reverse_sentences(np.array([2, 3, 1, 2, 1]), mask).tolist()
-    [2, 1, 2, 3, 1]
+    >>> x = tok.encode("It rained. The street got wet.")                           # doctest: +SKIP
+    >>> tok.decode(reverse_sentences(x, tok))                                        # doctest: +SKIP
+    ' The street got wet.It rained.'
     """
     x = np.asarray(x)
-    ends = sentence_ends(x, end_mask)
+    ends = sentence_ends(x, tokenizer, sentence_rule=sentence_rule)
     if x.size == 0 or not ends[-1]:
         raise ValueError(
             "the last token must end a sentence for sentence-block reversal (a bijection only on such "
@@ -125,7 +155,13 @@ def reverse_sentences(x: Any, end_mask: Any) -> np.ndarray:
 
 
 def text_tokens(
-    tokenizer: Any, text: str, *, max_length: int | None = None, sentences: bool = False, truncate: bool = False
+    tokenizer: Any,
+    text: str,
+    *,
+    max_length: int | None = None,
+    sentences: bool = False,
+    truncate: bool = False,
+    sentence_rule: str = "reader",
 ) -> np.ndarray:
     """Token ids of ``text`` (no BOS), checked for use at token or sentence level.
 
@@ -135,25 +171,27 @@ def text_tokens(
         max_length: the model's context (``model.max_length``); longer texts are refused.
         sentences: the tokens are for sentence-block reversal: the last token must end a sentence.
         truncate: with ``sentences``, drop the tokens after the last sentence end instead of refusing.
+        sentence_rule: with ``sentences``, ``"reader"`` (default) or ``"paper"`` (see the module docstring).
 
     Returns:
         int32 ``[T]``.
 
     Raises:
-        ValueError: an empty or too long text; for ``sentences``, a text whose last token does not end a
-            sentence (without ``truncate``) or that holds no sentence end at all.
+        ValueError: a text that is not a str, empty, not valid Unicode or too long; for ``sentences``, a text
+            whose last token does not end a sentence (without ``truncate``) or that holds no sentence end.
     """
+    sentence_rule = _check_sentence_rule(sentence_rule)
     ids = np.asarray(tokenizer.encode(text, max_length=max_length), dtype=np.int32)
     if not sentences:
         return ids
-    ends = sentence_ends(ids, _end_mask(tokenizer))
+    ends = sentence_ends(ids, tokenizer, sentence_rule=sentence_rule)
     if ends[-1]:
         return ids
     kept = truncate_after_last_end(ids, ends)
     if kept is None:
         raise ValueError(
-            f"the text {_quote(text)} has no sentence end ('.', '!' or '?' ending a token), so it cannot be "
-            "reversed sentence by sentence."
+            f"the text {_quote(text)} has no sentence end under the {sentence_rule!r} sentence rule "
+            f"({_RULE_HINTS[sentence_rule]}), so it cannot be reversed sentence by sentence."
         )
     if not truncate:
         tail = tokenizer.decode(ids[kept.size :])
@@ -163,6 +201,13 @@ def text_tokens(
             "texts ending a sentence. Pass truncate=True (CLI: --truncate) to drop the tail."
         )
     return kept
+
+
+_RULE_HINTS = {
+    "reader": "a '.', '!' or '?' followed by white space or the end of the text, not a decimal point or an "
+    "abbreviation",
+    "paper": "a token whose text ends in '.', '!' or '?'",
+}
 
 
 def _quote(text: str, limit: int = 60) -> str:
@@ -283,6 +328,13 @@ class TextScore(NamedTuple):
     sentence: TextSigma | None
 
 
+def _check_texts(texts: Any) -> list[str]:
+    if texts is None or isinstance(texts, (str, bytes, Mapping)) or not isinstance(texts, Iterable):
+        got = {type(None): "None", str: "a single str (wrap it in a list)"}.get(type(texts), type(texts).__name__)
+        raise ValueError(f"`texts` must be a list of strings, got {got}.")
+    return list(texts)
+
+
 def _check_levels(levels: Sequence[str]) -> tuple[str, ...]:
     levels = (levels,) if isinstance(levels, str) else tuple(levels)
     bad = [lv for lv in levels if lv not in LEVELS]
@@ -302,44 +354,50 @@ def score_texts(
     batch_size: int = 16,
     bucket: int = DEFAULT_BUCKET,
     progress: bool = False,
+    sentence_rule: str = "reader",
 ) -> list[TextScore]:
     """Token- and sentence-level stochastic EP of many texts, scored in padded batches.
 
     Per text: ``x = tokenizer.encode(text)`` (no BOS), forward ``ln P(x)``, the token reversal and the
-    sentence-block reversal (ends found on the ids). At sentence level with ``truncate=True`` the tail after
-    the last sentence end is dropped first (the token level always uses the whole text). A text with one
-    sentence has ``sigma' = 0`` exactly.
+    sentence-block reversal (ends found on the ids by ``sentence_rule``, see the module docstring). At
+    sentence level with ``truncate=True`` the tail after the last sentence end is dropped first (the token
+    level always uses the whole text). A text with one sentence has ``sigma' = 0`` exactly.
 
     Args:
         model: a pretrained model (``epjax.pretrained``) or any discrete model whose ``log_probs`` conditions
             on its own start state.
         params: its parameters.
-        tokenizer: the model's tokenizer (``encode``, ``decode``, ``sentence_end_mask``).
-        texts: the texts.
+        tokenizer: the model's tokenizer (``encode``, ``decode``, ``sentence_ends``).
+        texts: the texts, a list (or other iterable) of str.
         levels: ``"token"``, ``"sentence"`` or both.
         truncate: at sentence level, drop the tail after the last sentence end instead of refusing the text.
         batch_size: sequences per compiled call.
         bucket: padding granularity of the lengths.
         progress: a progress bar on stderr.
+        sentence_rule: ``"reader"`` (default) or ``"paper"``: which tokens end a sentence.
 
     Returns:
         One :class:`TextScore` per text.
 
     Raises:
-        ValueError: an empty or too long text, or (sentence level) a text not ending a sentence; the message
-            names the text's index.
+        ValueError: ``texts`` not a list of str; a text that is not a str, empty, not valid Unicode or too
+            long, or (sentence level) that does not end a sentence; the message names the text's index.
     """
     levels = _check_levels(levels)
-    if isinstance(texts, str):
-        raise ValueError("`texts` must be a sequence of strings, got a single str (wrap it in a list).")
+    sentence_rule = _check_sentence_rule(sentence_rule)
+    texts = _check_texts(texts)
     max_length = getattr(model, "max_length", None)
-    mask = _end_mask(tokenizer) if "sentence" in levels else None
+    blocks = "sentence" in levels
     rows: list[np.ndarray] = []
     plan = []
     for i, text in enumerate(texts):
         try:
             x = text_tokens(tokenizer, text, max_length=max_length)
-            xs = text_tokens(tokenizer, text, sentences=True, truncate=truncate) if mask is not None else None
+            xs = (
+                text_tokens(tokenizer, text, sentences=True, truncate=truncate, sentence_rule=sentence_rule)
+                if blocks
+                else None
+            )
         except ValueError as exc:
             raise ValueError(f"texts[{i}]: {exc}") from None
         entry = {"x": len(rows)}
@@ -348,7 +406,7 @@ def score_texts(
             entry["token"] = len(rows)
             rows.append(x[::-1].copy())
         if xs is not None:
-            num_blocks = int(sentence_ends(xs, mask).sum())
+            num_blocks = int(sentence_ends(xs, tokenizer, sentence_rule=sentence_rule).sum())
             entry["blocks"] = num_blocks
             entry["T'"] = xs.size
             if xs.size != x.size:
@@ -358,7 +416,7 @@ def score_texts(
                 entry["xs"] = entry["x"]
             if num_blocks > 1:
                 entry["sentence"] = len(rows)
-                rows.append(reverse_sentences(xs, mask))
+                rows.append(reverse_sentences(xs, tokenizer, sentence_rule=sentence_rule))
         plan.append(entry)
     bar = None
     if progress:
@@ -395,12 +453,13 @@ def text_sigma(
     *,
     level: str = "token",
     truncate: bool = False,
+    sentence_rule: str = "reader",
 ) -> TextSigma:
     """Stochastic entropy production of one text, per token and in total (eq. 18; block level eq. 28).
 
     ``sigma = ln P(x) - ln P(reversal(x))`` with ``x = tokenizer.encode(text)`` (the model prepends BOS in
     both directions) and the reversal of tokens (``level="token"``) or of sentences (``level="sentence"``:
-    sentence ends decided on the ids by ``tokenizer.sentence_end_mask()``).
+    sentence ends decided on the ids by ``sentence_rule``, see the module docstring).
 
     Args:
         model: the language model (e.g. from :func:`epjax.pretrained.load_gguf`).
@@ -410,13 +469,14 @@ def text_sigma(
         level: ``"token"`` or ``"sentence"``.
         truncate: at sentence level, drop the tokens after the last sentence end rather than refuse a text
             that does not end a sentence (a text with no sentence end is refused either way).
+        sentence_rule: at sentence level, ``"reader"`` (default) or ``"paper"``: which tokens end a sentence.
 
     Returns:
         :class:`TextSigma` (``sigma``, ``rate = sigma / T``, ``T``, number of sentences).
 
     Raises:
-        ValueError: empty or too long text; at sentence level a text not ending a sentence (without
-            ``truncate``) or with no sentence end.
+        ValueError: a text that is not a str, empty, not valid Unicode or too long; at sentence level a text
+            not ending a sentence (without ``truncate``) or with no sentence end.
 
     >>> from epjax.pretrained import load_gguf                                   # doctest: +SKIP
     >>> model, params, tok = load_gguf()                                         # doctest: +SKIP
@@ -425,9 +485,14 @@ def text_sigma(
     (level,) = _check_levels(level)
     if not isinstance(text, str):
         raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
-    score = score_texts(model, params, tokenizer, [text], levels=(level,), truncate=truncate, batch_size=1)
-    result = score[0].token if level == "token" else score[0].sentence
-    return result
+    try:
+        (score,) = score_texts(
+            model, params, tokenizer, [text], levels=(level,), truncate=truncate, batch_size=1,
+            sentence_rule=sentence_rule,
+        )
+    except ValueError as exc:  # one text: no index to name
+        raise ValueError(str(exc).removeprefix("texts[0]: ")) from None
+    return score.token if level == "token" else score.sentence
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -485,6 +550,7 @@ def sample_entropy_production(
     batch_size: int = 16,
     blocks: bool = True,
     progress: bool = False,
+    sentence_rule: str = "reader",
 ) -> SampleResult:
     """Token- and sentence-level EP rates of sequences sampled from BOS (EP paper §5; SPEC §7).
 
@@ -493,9 +559,10 @@ def sample_entropy_production(
 
     - ``sigma / T`` (token reversal of the whole sequence, exact fluctuation theorem), and
     - ``sigma' / T'`` after truncating each sequence after its last sentence end (sentence ends decided on the
-      ids); sequences with no sentence end are dropped and counted; a sequence with one sentence has
-      ``sigma' = 0``. Because the truncation point depends on the sample, the block-level fluctuation theorem
-      is only approximate (see the module docstring).
+      ids by ``sentence_rule``; the last token counts as the end of the text); sequences with no sentence end
+      are dropped and counted; a sequence with one sentence has ``sigma' = 0``. Because the truncation point
+      depends on the sample (and, under the reader rule, reversal is not an involution), the block-level
+      fluctuation theorem is only approximate (see the module docstring).
 
     The forward ``ln P`` comes from sampling (KV cache), the reversed ones from batched parallel passes.
     For a Transformer, load the model with ``context_length = num_steps``: the KV cache has that size.
@@ -504,17 +571,28 @@ def sample_entropy_production(
         key: a ``jax.random`` key.
         model: a discrete model with ``sample_with_log_probs`` and ``with_temperature``.
         params: its parameters.
-        tokenizer: its tokenizer (for the sentence-end mask; unused when ``blocks=False``).
+        tokenizer: its tokenizer (for the sentence ends; unused when ``blocks=False``).
         num_samples: ``N >= 2``.
         num_steps: ``T >= 1``.
         temperature: ``tau > 0``.
         batch_size: sequences per compiled call.
         blocks: also compute the block level.
         progress: a progress bar on stderr.
+        sentence_rule: ``"reader"`` (default) or ``"paper"``: which tokens end a sentence.
 
     Returns:
         :class:`SampleResult`.
+
+    Raises:
+        ValueError: bad counts or temperature, ``num_steps`` beyond the model's context, an unknown
+            ``sentence_rule``, or ``blocks=True`` without a tokenizer.
     """
+    sentence_rule = _check_sentence_rule(sentence_rule)
+    if blocks and not callable(getattr(tokenizer, "sentence_ends", None)):
+        raise ValueError(
+            "`tokenizer` must be the model's epjax.pretrained.Tokenizer for the block level (blocks=True), got "
+            f"{type(tokenizer).__name__}; pass blocks=False for the token level alone."
+        )
     num_samples = check_positive_int("num_samples", num_samples, minimum=2)
     num_steps = check_positive_int("num_steps", num_steps)
     batch_size = min(check_positive_int("batch_size", batch_size), num_samples)
@@ -546,9 +624,8 @@ def sample_entropy_production(
         num_blocks = np.zeros(num_samples, np.int64)
         block_lengths = np.zeros(num_samples, np.int64)
         if blocks:
-            mask = _end_mask(tokenizer)
             for i, x in enumerate(tokens):
-                ends = sentence_ends(x, mask)
+                ends = sentence_ends(x, tokenizer, sentence_rule=sentence_rule)
                 kept = truncate_after_last_end(x, ends)
                 if kept is None:
                     continue
@@ -556,7 +633,8 @@ def sample_entropy_production(
                 num_blocks[i] = int(ends[: kept.size].sum())
                 if num_blocks[i] > 1:
                     block_rows[i] = len(rows)
-                    rows.append(reverse_sentences(kept, mask))
+                    # The ends of `kept` are those of x up to its last end (both rules keep them on truncation).
+                    rows.append(reverse_sentences(kept, tokenizer, sentence_rule=sentence_rule))
         if bar is not None:
             bar.total = num_samples + len(rows)
             bar.refresh()
@@ -662,6 +740,7 @@ def fluctuation_check(
 __all__ = [
     "FluctuationCheck",
     "LEVELS",
+    "SENTENCE_RULES",
     "SampleResult",
     "TextScore",
     "TextSigma",

@@ -39,6 +39,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="a Hugging Face GPT-2 checkpoint folder instead of a GGUF file")
 
 
+def _add_sentence_rule_option(parser: argparse.ArgumentParser, default: str | None = "reader") -> None:
+    from epjax.text import SENTENCE_RULES
+
+    parser.add_argument(
+        "--sentence-rule", choices=SENTENCE_RULES, default=default,
+        help="which tokens end a sentence: 'reader' (default), a '.', '!' or '?' followed by white space or the "
+        "end of the text, not a decimal point, abbreviation or initial, closing quotes and brackets included; "
+        "'paper', the EP paper's rule: every token whose text ends in '.', '!' or '?'",
+    )
+
+
 def _load_language_model(args: argparse.Namespace, *, context_length: int | None = None):
     """``(model, params, tokenizer, name)`` from ``--model`` / ``--gpt2`` (default: SmolLM2)."""
     from epjax import pretrained
@@ -111,7 +122,8 @@ class TextsResult:
 
 
 def run_texts(model, params, tokenizer, groups: dict[str, list[str]], *, truncate: bool = False,
-              batch_size: int = 16, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+              batch_size: int = 16, progress: bool = True,
+              sentence_rule: str = "reader") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-text sigma/T at both levels and the two-sided Mann-Whitney U test per level (EP paper Fig. 4)."""
     from epjax import text as text_lib
 
@@ -120,7 +132,8 @@ def run_texts(model, params, tokenizer, groups: dict[str, list[str]], *, truncat
     labels = [(name, i) for name in names for i in range(len(groups[name]))]
     try:
         scores = text_lib.score_texts(
-            model, params, tokenizer, texts, truncate=truncate, batch_size=batch_size, progress=progress
+            model, params, tokenizer, texts, truncate=truncate, batch_size=batch_size, progress=progress,
+            sentence_rule=sentence_rule,
         )
     except ValueError as exc:
         # Name the group and index rather than the position in the flattened list.
@@ -213,6 +226,7 @@ def _configure_texts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncate", action="store_true",
                         help="at sentence level, drop a text's tail after its last sentence end instead of "
                         "refusing the text")
+    _add_sentence_rule_option(parser)
     parser.add_argument("--batch-size", metavar="B", type=int_at_least(1), default=16,
                         help="sequences per compiled batch (default: 16)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write machine-readable results")
@@ -241,7 +255,7 @@ def texts_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         rows, tests = run_texts(model, params, tok, groups, truncate=args.truncate, batch_size=args.batch_size,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, sentence_rule=args.sentence_rule)
     except ValueError as exc:
         if "more than the model's context" in str(exc) and args.gpt2 is None:
             raise ValueError(f"{exc} The context is what was loaded: --context-length raises it, up to the GGUF "
@@ -251,7 +265,8 @@ def texts_command(args: argparse.Namespace) -> int:
     result = TextsResult(source, name, list(groups), rows, tests)
     print(
         f"Entropy production per token of {len(rows)} texts ({source}) under {name}: sigma/T at token level and "
-        f"sigma'/T' at sentence-block level (nats per token; BOS prepended in both directions)."
+        f"sigma'/T' at sentence-block level ({args.sentence_rule!r} sentence rule; nats per token; BOS prepended in "
+        "both directions)."
     )
     print()
     print(format_texts_result(result))
@@ -260,6 +275,7 @@ def texts_command(args: argparse.Namespace) -> int:
         report = {
             "command": "texts", "epjax_version": epjax.__version__, "jax_version": jax.__version__,
             "units": "nats per token", "source": source, "model": name, "truncate": args.truncate,
+            "sentence_rule": args.sentence_rule,
             "groups": list(groups), "texts": rows,
             "tests": {lv: {k: (json_number(v) if isinstance(v, float) else v) for k, v in t.items()}
                       for lv, t in tests.items()},
@@ -289,6 +305,7 @@ def _configure_sample_lm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ft", action="store_true",
                         help="fluctuation-theorem check: <exp(-sigma)> with a bootstrap 95%% interval at short T "
                         "and high temperature")
+    _add_sentence_rule_option(parser, default=None)
     parser.add_argument("--json", metavar="FILE", type=Path, help="write machine-readable results")
     parser.add_argument("--plot", metavar="FILE", type=Path,
                         help="write histograms and running means of both rates (.png, .pdf or .svg)")
@@ -345,6 +362,9 @@ def sample_lm_command(args: argparse.Namespace) -> int:
     check_output_path("--plot", args.plot, PLOT_SUFFIXES)
     if args.ft and args.plot is not None:
         raise ValueError("--plot is not available with --ft.")
+    if args.ft and args.sentence_rule is not None:
+        raise ValueError("--sentence-rule applies to the sentence-block level, which --ft does not compute.")
+    sentence_rule = args.sentence_rule or "reader"
     N = args.samples or (2000 if args.ft else 200)
     T = args.steps or (5 if args.ft else 120)
     tau = args.temperature or (3.5 if args.ft else 1.0)
@@ -378,11 +398,12 @@ def sample_lm_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     result = text_lib.sample_entropy_production(
         key, model, params, tok, num_samples=N, num_steps=T, temperature=tau, batch_size=args.batch_size,
-        progress=progress,
+        progress=progress, sentence_rule=sentence_rule,
     )
     elapsed = time.perf_counter() - start
     print(f"Entropy production of {N} sequences of T = {T} tokens sampled from BOS under {name} at temperature "
-          f"{tau:g} (sampling and scoring), seed {args.seed}; nats per token.\n")
+          f"{tau:g} (sampling and scoring), seed {args.seed}; sentence blocks by the {sentence_rule!r} rule; nats "
+          "per token.\n")
     rows = [["token  sigma/T", f"{result.token.mean:.4f} ± {result.token.stderr:.4f}", str(result.token.num_samples),
              f"{T}", f"{result.token.fraction_negative:.3f}"]]
     if result.block is not None:
@@ -396,11 +417,13 @@ def sample_lm_command(args: argparse.Namespace) -> int:
     one = int(np.sum(result.num_blocks == 1))
     print(f"\n  {result.num_dropped} of {N} samples dropped at block level (no sentence end); {one} kept with a "
           "single sentence (sigma' = 0).")
-    print("  Block level truncates each sample after its own last sentence end: its fluctuation theorem is only "
-          "approximate.")
+    print("  Block level truncates each sample after its own last sentence end"
+          + (" (and under the reader rule an end can depend on the next sentence, so block reversal is not an "
+             "involution)" if sentence_rule == "reader" else "")
+          + ": its fluctuation theorem is only approximate.")
     print(f"  {elapsed:.1f} s")
     if args.json is not None:
-        report = {**settings, "mode": "sample", "token": _estimate_json(result.token),
+        report = {**settings, "mode": "sample", "sentence_rule": sentence_rule, "token": _estimate_json(result.token),
                   "block": _estimate_json(result.block), "num_dropped": result.num_dropped,
                   "num_single_sentence": one,
                   "mean_block_length": json_number(float(np.mean(result.block_lengths[result.block_lengths > 0]))
