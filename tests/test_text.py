@@ -262,6 +262,7 @@ def test_reversal_involution_only_under_the_paper_rule(tok):
 
 
 def test_sentence_ends_refusals(tok):
+    assert text_lib.SENTENCE_RULES == tokenizer_lib.SENTENCE_RULES  # text.py keeps its own copy
     with pytest.raises(ValueError, match="`sentence_rule` must be one of 'reader', 'paper', got 'plain'"):
         text_lib.sentence_ends([1, 2], tok, sentence_rule="plain")
     with pytest.raises(ValueError, match="`tokenizer` must be an epjax.pretrained.Tokenizer"):
