@@ -100,10 +100,10 @@ def check_finite_params(params: PyTree, *, name: str = "params", allow_neg_inf: 
         values = np.asarray(leaf)
         finite = np.isfinite(values) | ((values == -np.inf) if allow_neg_inf else False)
         if not finite.all():
-            allowed = "finite or -inf" if allow_neg_inf else "finite"
+            allowed, bad = ("finite or -inf", "NaN or +inf") if allow_neg_inf else ("finite", "NaN or infinite")
             raise ValueError(
                 f"`{name}{jax.tree_util.keystr(path)}` must have {allowed} entries, got "
-                f"{int(finite.size - finite.sum())} NaN or infinite of {finite.size}."
+                f"{int(finite.size - finite.sum())} {bad} of {finite.size}."
             )
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import PAPER_2D, PAPER_SCALAR
 
 import epjax
-from epjax import kalman
+from epjax import kalman, markov
 
 I1, I2 = np.eye(1), np.eye(2)
 
@@ -452,6 +452,17 @@ def test_non_finite_parameters_are_refused(family, entry):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     leaves[-1] = jnp.asarray(leaves[-1]).at[(0,) * np.ndim(leaves[-1])].set(jnp.nan)
     bad = jax.tree_util.tree_unflatten(treedef, leaves)
-    with pytest.raises(ValueError, match=r"`params.*` must have finite entries, got 1 NaN or infinite"):
+    with pytest.raises(ValueError, match=r"`params.*` must have finite (or -inf )?entries, got 1 NaN or (\+inf|infinite)"):
         _entry_points(model, bad)[entry]()
     model.log_probs(params, jnp.array([0, 1]))  # the valid parameters still pass (no stale verdict)
+
+
+def test_markov_log_parameters_may_be_minus_inf():
+    # A zero transition probability is a valid chain; NaN and +inf are not.
+    model = markov.MarkovChain(2)
+    params = markov.from_probabilities([0.5, 0.5], [[1.0, 0.0], [0.5, 0.5]])
+    assert float(jnp.sum(model.log_probs(params, jnp.array([0, 0, 1])))) == -np.inf
+    for bad in (np.nan, np.inf):
+        wrong = params._replace(log_initial=params.log_initial.at[0].set(bad))
+        with pytest.raises(ValueError, match=r"`params.log_initial` must have finite or -inf entries, got 1 NaN"):
+            model.log_probs(wrong, jnp.array([0, 1]))
