@@ -60,8 +60,8 @@ def test_sample_sigmas_are_the_drivers_sigmas(x64):
     p = chain(0)
     est = epjax.entropy_production(jax.random.key(3), MODEL, p, num_steps=6, num_samples=300, batch_size=64)
     for batch_size in (None, 7):
-        s = jax.jit(lambda q: epjax.sample_sigmas(jax.random.key(3), MODEL, q, num_steps=6, num_samples=300,
-                                                  batch_size=batch_size))(p)
+        s = jax.jit(lambda q, b=batch_size: epjax.sample_sigmas(jax.random.key(3), MODEL, q, num_steps=6,
+                                                                num_samples=300, batch_size=b))(p)
         np.testing.assert_allclose(np.asarray(s), est.sigmas, rtol=1e-13, atol=1e-13)
     pure = epjax.summarize(jnp.asarray(est.sigmas))
     for field in ("mean", "stderr", "ci_low", "ci_high", "mean_exp_neg_sigma", "exp_neg_sigma_stderr",

@@ -16,6 +16,7 @@ MODULES = [
     "epjax.kalman._examples",
     "epjax.stats",
     "epjax.text",
+    "epjax.pretrained.tokenizer",
     "epjax.rnn",
     "epjax.ssm",
     "epjax.transformer",

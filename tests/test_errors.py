@@ -452,7 +452,8 @@ def test_non_finite_parameters_are_refused(family, entry):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     leaves[-1] = jnp.asarray(leaves[-1]).at[(0,) * np.ndim(leaves[-1])].set(jnp.nan)
     bad = jax.tree_util.tree_unflatten(treedef, leaves)
-    with pytest.raises(ValueError, match=r"`params.*` must have finite (or -inf )?entries, got 1 NaN or (\+inf|infinite)"):
+    message = r"`params.*` must have finite (or -inf )?entries, got 1 NaN or (\+inf|infinite)"
+    with pytest.raises(ValueError, match=message):
         _entry_points(model, bad)[entry]()
     model.log_probs(params, jnp.array([0, 1]))  # the valid parameters still pass (no stale verdict)
 
