@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import epjax
+from epjax import _batching as batching
 from epjax import pretrained
 from epjax import text as text_lib
 
@@ -175,9 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     # (c) sampling with a KV cache
     print("(c) sampling ...", file=sys.stderr, flush=True)
     keys = jnp.arange(sample_batch, dtype=jnp.uint32)
+    # The compiled batch epjax.text samples with (epjax's one batching core).
+    sample_batch_fn = batching.batch_function(text_lib._sample_with_log_probs, model, (sample_steps,))
 
     def sample_epjax():
-        return text_lib._sample_batch_jit(model, params, jax.random.key(0), keys, sample_steps)
+        return sample_batch_fn(params, jax.random.key(0), keys)
 
     start = torch.full((sample_batch, 1), tok.bos_id, dtype=torch.long)
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._checks import check_positive_int, describe, is_concrete
+from epjax._checks import check_num_steps, describe, is_concrete
 
 Array = jax.Array
 PyTree = Any
@@ -266,7 +266,7 @@ class DiscreteModel:
         One ``lax.scan`` of :meth:`step`; a decoder with a key/value cache runs it in a few consecutive scans
         (:func:`decode_windows`), each over a cache just long enough for its positions.
         """
-        num_steps = check_positive_int("num_steps", num_steps)
+        num_steps = check_num_steps(num_steps)
         if self.max_length is not None and num_steps > self.max_length:
             raise ValueError(
                 f"`num_steps` = {num_steps} exceeds the model's context of {self.max_length} tokens."

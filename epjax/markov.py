@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._checks import as_real_array, check_finite, check_positive_int, describe, is_concrete
+from epjax._checks import as_real_array, check_finite, check_num_steps, check_positive_int, describe, is_concrete
 from epjax._discrete import DiscreteModel, check_temperature
 
 Array = jax.Array
@@ -93,7 +93,7 @@ def entropy_production(params: Params, num_steps: int) -> Array:
     Uses the chain's own initial law in both directions. Infinite when some ``P_ij > 0`` has ``P_ji = 0``
     on a reachable pair.
     """
-    num_steps = check_positive_int("num_steps", num_steps)
+    num_steps = check_num_steps(num_steps)
     log_p1, log_P = normalized(params)
     p1, P = jnp.exp(log_p1), jnp.exp(log_P)
     # p ln(p/q) with 0 ln(0/q) = 0.

@@ -62,7 +62,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._checks import check_positive_int
+from epjax._batching import run_trajectories
+from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_segments
 from epjax._xla import jit_for
@@ -184,6 +185,11 @@ def text_tokens(
     ids = np.asarray(tokenizer.encode(text, max_length=max_length), dtype=np.int32)
     if not sentences:
         return ids
+    return _sentence_tokens(tokenizer, text, ids, truncate=truncate, sentence_rule=sentence_rule)
+
+
+def _sentence_tokens(tokenizer: Any, text: str, ids: np.ndarray, *, truncate: bool, sentence_rule: str) -> np.ndarray:
+    """``ids`` of ``text`` checked (or, with ``truncate``, cut after the last end) for sentence reversal."""
     ends = sentence_ends(ids, tokenizer, sentence_rule=sentence_rule)
     if ends[-1]:
         return ids
@@ -392,9 +398,9 @@ def score_texts(
     plan = []
     for i, text in enumerate(texts):
         try:
-            x = text_tokens(tokenizer, text, max_length=max_length)
+            x = text_tokens(tokenizer, text, max_length=max_length)  # encoded once for both levels
             xs = (
-                text_tokens(tokenizer, text, sentences=True, truncate=truncate, sentence_rule=sentence_rule)
+                _sentence_tokens(tokenizer, text, x, truncate=truncate, sentence_rule=sentence_rule)
                 if blocks
                 else None
             )
@@ -500,13 +506,8 @@ def text_sigma(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _sample_batch(model, params, key, indices, num_steps):
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
-    return jax.vmap(lambda k: model.sample_with_log_probs(k, params, num_steps))(keys)
-
-
-def _sample_batch_jit(model, params, key, indices, num_steps):
-    return jit_for(model, _sample_batch, static_argnames=("model", "num_steps"))(model, params, key, indices, num_steps)
+def _sample_with_log_probs(model, params, key, num_steps):
+    return model.sample_with_log_probs(key, params, num_steps)
 
 
 class SampleResult(NamedTuple):
@@ -593,9 +594,10 @@ def sample_entropy_production(
             "`tokenizer` must be the model's epjax.pretrained.Tokenizer for the block level (blocks=True), got "
             f"{type(tokenizer).__name__}; pass blocks=False for the token level alone."
         )
+    check_key(key)
     num_samples = check_positive_int("num_samples", num_samples, minimum=2)
-    num_steps = check_positive_int("num_steps", num_steps)
-    batch_size = min(check_positive_int("batch_size", batch_size), num_samples)
+    num_steps = check_num_steps(num_steps)
+    batch_size = check_positive_int("batch_size", batch_size)
     max_length = getattr(model, "max_length", None)
     if max_length is not None and num_steps > max_length:
         raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
@@ -608,17 +610,14 @@ def sample_entropy_production(
 
         bar = tqdm(total=num_samples * 2, desc=f"sample T={num_steps}, tau={temperature:g}", unit="seq",
                    file=sys.stderr, leave=False)
-    tokens, forward = [], []
     try:
-        for start in range(0, num_samples, batch_size):
-            idx = jnp.arange(start, start + batch_size, dtype=jnp.uint32)
-            x, log_p = _sample_batch_jit(tempered, params, key, idx, num_steps)
-            tokens.append(np.asarray(x))
-            forward.append(np.asarray(log_p, dtype=np.float64))
-            if bar is not None:
-                bar.update(min(batch_size, num_samples - start))
-        tokens = np.concatenate(tokens)[:num_samples]
-        forward = np.concatenate(forward)[:num_samples]  # [N, T] per-step log p
+        # The shared batching core: sample i uses fold_in(key, i), batches of one compiled shape.
+        tokens, forward = run_trajectories(
+            _sample_with_log_probs, tempered, params, key, num_samples, static=(num_steps,), batch_size=batch_size,
+        )
+        forward = forward.astype(np.float64)  # [N, T] per-step log p
+        if bar is not None:
+            bar.update(num_samples)
         rows = [x[::-1].copy() for x in tokens]
         block_rows: dict[int, int] = {}
         num_blocks = np.zeros(num_samples, np.int64)
