@@ -1,4 +1,4 @@
-"""The one contract every generic tool relies on: an autoregressive model (DESIGN.md)."""
+"""The one contract every generic tool relies on: an autoregressive model (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ A family describes its deterministic summary of the past through three pure func
 and inherits from :class:`DiscreteModel` the model contract (``log_probs``, ``sample``,
 ``sample_with_log_probs``, ``vocab_size``), the per-step next-token distributions
 (``next_token_log_probs``, the state extension used by the retrospective decomposition), a temperature
-that divides the logits when sampling *and* scoring (the model class is ``p_tau``, SPEC §7), and boundary
+that divides the logits when sampling *and* scoring (the model class is ``p_tau``, docs/mathematics.md §7), and boundary
 validation of tokens and parameter trees.
 """
 

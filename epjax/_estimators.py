@@ -1,4 +1,4 @@
-"""Stochastic entropy production, its Monte Carlo estimator and the estimator's gradient (SPEC §2, §4, §10).
+"""Stochastic entropy production, its Monte Carlo estimator and its gradient (docs/mathematics.md §2, §4, §10).
 
 Two tiers (docs/architecture.md):
 
@@ -292,7 +292,8 @@ def sample_sigmas(
     trajectories. For a continuous model that samples by reparameterisation (``y = g_theta(eps)``, as
     :mod:`epjax.kalman`) the gradient of their mean is an unbiased estimate of ``grad S``; for a discrete model
     the sampled tokens do not move with ``theta`` and it misses the score-function term ``E[sigma grad ln P]``
-    (SPEC §10). To train on EP use :func:`entropy_production_surrogate`, whose gradient is unbiased for both.
+    (docs/mathematics.md §10). To train on EP use :func:`entropy_production_surrogate`, whose gradient is
+    unbiased for both.
 
     Args:
         key: a ``jax.random`` key.
@@ -432,7 +433,7 @@ def entropy_production(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Gradients of the Monte Carlo EP (SPEC §10)
+# Gradients of the Monte Carlo EP (docs/mathematics.md §10)
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -474,7 +475,7 @@ def entropy_production_surrogate(
     """A scalar whose value is the Monte Carlo EP and whose gradient is an unbiased estimate of ``grad S``.
 
     For training on EP inside a user's ``jit``/``grad`` (e.g. a loss ``nll + lam * EP``). With ``sigma_i`` and
-    ``ln P_i`` of ``N`` sampled trajectories (SPEC §10):
+    ``ln P_i`` of ``N`` sampled trajectories (docs/mathematics.md §10):
 
     * ``"score"`` (default for discrete models): ``grad S = E[sigma grad ln P] + E[grad sigma]``, estimated by
       ``1/N sum_i [(sigma_i - b_i) grad ln P_i + grad sigma_i]`` with the leave-one-out baseline
@@ -518,7 +519,7 @@ def entropy_production_surrogate(
 
 
 class GradientEstimate(NamedTuple):
-    """A Monte Carlo estimate of ``grad_theta S(theta)`` with its standard error (SPEC §10).
+    """A Monte Carlo estimate of ``grad_theta S(theta)`` with its standard error (docs/mathematics.md §10).
 
     Attributes:
         grad: pytree like ``params``: the mean of the per-trajectory gradient estimates.
@@ -582,7 +583,7 @@ def entropy_production_gradient(
     batch_size: int = 64,
     progress: bool = False,
 ) -> GradientEstimate:
-    """Unbiased Monte Carlo estimate of ``grad_theta S(theta)`` with its standard error (SPEC §10).
+    """Unbiased Monte Carlo estimate of ``grad_theta S(theta)`` with its standard error (docs/mathematics.md §10).
 
     Host driver. The trajectories are those of :func:`entropy_production` with the same key (trajectory ``i``
     uses ``fold_in(key, i)``). For the score-function estimator (discrete models) the per-trajectory gradient is

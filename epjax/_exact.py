@@ -1,4 +1,4 @@
-"""Exact entropy production of small discrete models by enumerating all ``V**T`` sequences (SPEC §4)."""
+"""Exact entropy production of small discrete models by enumerating all ``V**T`` sequences (docs/mathematics.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Time reversals: of tokens, of fixed-length blocks, and of delimiter-defined segments (SPEC §2-3).
+"""Time reversals: of tokens, of fixed-length blocks, and of delimiter-defined segments (docs/mathematics.md §2-3).
 
 Each is a bijection on sequences of a fixed length (for segments: on sequences whose last token ends a
 block), so the fluctuation theorem E[exp(-sigma)] = 1 holds for the EP it defines.
@@ -42,7 +42,7 @@ def reverse_tokens(x: Array) -> Array:
 def reverse_blocks(x: Array, block_size: int) -> Array:
     """Reverse the order of consecutive blocks of ``block_size`` steps, keeping the order inside each block.
 
-    ``(a, b, c | d, e, f) -> (d, e, f | a, b, c)`` for ``block_size = 3`` (SPEC §3, fixed-length blocks).
+    ``(a, b, c | d, e, f) -> (d, e, f | a, b, c)`` for ``block_size = 3`` (docs/mathematics.md §3, fixed-length blocks).
 
     Args:
         x: sequence of shape ``[T]`` or ``[T, d]``; ``T`` must be a multiple of ``block_size``.
@@ -74,7 +74,7 @@ def reverse_segments(x: Array, ends: Array) -> Array:
     Args:
         x: sequence of shape ``[T]`` or ``[T, d]``.
         ends: bool ``[T]``, True on the last token of each segment. ``ends[-1]`` must be True, otherwise the
-            map is not a bijection (SPEC §3).
+            map is not a bijection (docs/mathematics.md §3).
 
     Returns:
         The segment-reversed sequence, same shape and dtype.

@@ -1,4 +1,4 @@
-"""Exact retrospective decomposition of EP for small discrete models, by enumeration (SPEC §6).
+"""Exact retrospective decomposition of EP for small discrete models, by enumeration (docs/mathematics.md §6).
 
 ``S = sum_t D_t`` with ``D_t = E KL(P(x_t | x_{t+1:T}) || q(x_t | g_{t+1})) = L_t + M_t`` (compression loss plus
 model mismatch), where ``q(. | g_{t+1})`` is the model's next-token law after reading the reversed future

@@ -1,4 +1,4 @@
-"""Recurrent language models (Elman, GRU, LSTM) over a discrete vocabulary (SPEC §1, table row "RNN").
+"""Recurrent language models (Elman, GRU, LSTM) over a discrete vocabulary (docs/mathematics.md §1, table row "RNN").
 
 The network is embedding -> ``num_layers`` stacked recurrent cells -> a linear read-out with bias:
 
@@ -6,7 +6,8 @@ The network is embedding -> ``num_layers`` stacked recurrent cells -> a linear r
     s^l_t    = cell(s^l_{t-1}, h^{l-1}_t),  h^0_t = e_t     (layer l = 1..L, zero initial state s^l_0 = 0)
     logits_t = W h^L_t + b                                  (law of x_{t+1}; [vocab_size])
 
-The deterministic summary of the past (SPEC §1) is the stack of layer states ``s_t = (s^1_t, ..., s^L_t)``
+The deterministic summary of the past (docs/mathematics.md §1) is the stack of layer states
+``s_t = (s^1_t, ..., s^L_t)``
 (hidden states, plus the memory cells for an LSTM). The first token is drawn from the read-out of the zero
 state, ``softmax(W 0 + b) = softmax(b)``: the initial distribution after BOS is learned through ``b``.
 

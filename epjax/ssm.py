@@ -1,10 +1,10 @@
 """State-space language models: a linear time-invariant diagonal SSM (S4D) and a selective SSM (Mamba).
 
-Both are residual stacks over token embeddings whose deterministic summary of the past (SPEC §1) is the
+Both are residual stacks over token embeddings whose deterministic summary of the past (docs/mathematics.md §1) is the
 stack of per-layer recurrent states, so every conditional ``p(x_{t+1} | x_<=t)`` is explicit and cheap:
 
     e_0 = bos,  e_t = embed(x_t)                 (a learned BOS vector is the input at position 0, so the
-    u^0 = e;    u^{l+1} = u^l + Block_l(u^l)      law of x_1 is learned; SPEC §1 "after the BOS token")
+    u^0 = e;    u^{l+1} = u^l + Block_l(u^l)      law of x_1 is learned; docs/mathematics.md §1 "after the BOS token")
     logits_t = W_out RMSNorm(u^L_t) + b_out      row t: the law of x_{t+1} given x_<=t
 
 Each layer's core is a diagonal linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (elementwise):
@@ -28,7 +28,7 @@ models"), per channel ``d < d_model`` and mode ``n < d_state``, complex:
     y_t = C_t . h_t + D c_t;   Block(u)_t = W_out (y_t * silu(z_t))
 
 The Mamba summary holds, per layer, the last ``K - 1`` conv inputs and ``h``. Both models are time
-homogeneous (no positional input), as the EP of SPEC §2 requires of the scoring model.
+homogeneous (no positional input), as the EP of docs/mathematics.md §2 requires of the scoring model.
 
 Scoring (:meth:`Model.logits`) runs every layer over the whole sequence at once: the inputs, hence
 ``a_t, b_t``, are known for all t in parallel, so the linear recurrence is solved with

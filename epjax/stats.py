@@ -1,4 +1,4 @@
-"""Statistics for reporting EP estimates: bootstrap intervals and the exact Mann-Whitney U test (SPEC §4, §7).
+"""Statistics for EP estimates: bootstrap intervals and the exact Mann-Whitney U test (docs/mathematics.md §4, §7).
 
 Host-side NumPy code (the outer, friendly layer): inputs are small arrays of per-sample or per-text values.
 """

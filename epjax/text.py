@@ -1,4 +1,4 @@
-"""Entropy production of text: scoring fixed texts and sampling from a language model (SPEC §3, §7).
+"""Entropy production of text: scoring fixed texts and sampling from a language model (docs/mathematics.md §3, §7).
 
 Token ids, not strings, are what the models score. A text is tokenized once (``tokenizer.encode``, no BOS:
 the pretrained models prepend BOS themselves, in both directions, as the EP paper does) and then
@@ -49,7 +49,8 @@ it is measurable: short sequences at a high temperature.
 Truncation at a sample-dependent point. The block-level theorem ``E[exp(-sigma')] = 1`` holds for a
 bijection on a fixed set of sequences. Truncating each sample after its *own* last sentence end mixes
 sequences of different lengths chosen by the sample itself, and drops the samples with no sentence end, so
-at block level the fluctuation theorem (and ``S' >= 0`` as an exact identity) is only approximate (SPEC §3).
+at block level the fluctuation theorem (and ``S' >= 0`` as an exact identity) is only approximate
+(docs/mathematics.md §3).
 The token-level quantities involve no truncation and are exact.
 """
 
@@ -128,7 +129,7 @@ def truncate_after_last_end(x: Any, ends: Any) -> np.ndarray | None:
 
 
 def reverse_sentences(x: Any, tokenizer: Any, *, sentence_rule: str = "reader") -> np.ndarray:
-    """Sentence-block reversal of token ids: the sentences in reverse order, each kept in order (SPEC §3).
+    """Sentence-block reversal of token ids: sentences in reverse order, each kept in order (docs/mathematics.md §3).
 
     Args:
         x: int ``[T]`` token ids whose last token ends a sentence.
@@ -511,7 +512,7 @@ def _sample_with_log_probs(model, params, key, num_steps):
 
 
 class SampleResult(NamedTuple):
-    """The EP paper's sampling experiment (SPEC §7) at one temperature.
+    """The EP paper's sampling experiment (docs/mathematics.md §7) at one temperature.
 
     Attributes:
         temperature: ``tau`` (sampling and scoring with logits / tau).
@@ -553,7 +554,7 @@ def sample_entropy_production(
     progress: bool = False,
     sentence_rule: str = "reader",
 ) -> SampleResult:
-    """Token- and sentence-level EP rates of sequences sampled from BOS (EP paper §5; SPEC §7).
+    """Token- and sentence-level EP rates of sequences sampled from BOS (EP paper §5; docs/mathematics.md §7).
 
     Draws ``num_samples`` sequences of ``num_steps`` tokens from ``model.with_temperature(temperature)``
     (sampling *and* scoring with logits / tau; sample ``i`` uses ``fold_in(key, i)``) and computes

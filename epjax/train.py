@@ -1,7 +1,7 @@
 """One training loop for every discrete family (optax AdamW, warm-up + cosine decay), and saving/loading.
 
 Used by the neural-family experiments and by the arrow-of-time learnability gap, which trains forward and
-backward twins of one architecture with it (SPEC §8).
+backward twins of one architecture with it (docs/mathematics.md §8).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A GPT-style Transformer decoder as an autoregressive model (SPEC §1, the Transformer row).
+"""A GPT-style Transformer decoder as an autoregressive model (docs/mathematics.md §1, the Transformer row).
 
 The summary of the past is the whole context: ``p(x_{t+1} | x_1..x_t) = softmax(logits_t)``, where
 ``logits_t`` is read at position ``t`` of a causal pre-LayerNorm Transformer run over ``(BOS, x_1, .., x_t)``.

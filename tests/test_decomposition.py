@@ -1,4 +1,4 @@
-"""Retrospective decomposition (SPEC §6): exact identities for Kalman models and enumerated discrete models."""
+"""Retrospective decomposition (docs/mathematics.md §6): exact identities for Kalman and enumerated discrete models."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Time reversals against plain Python list manipulations (SPEC §2-3)."""
+"""Time reversals against plain Python list manipulations (docs/mathematics.md §2-3)."""
 
 import functools
 

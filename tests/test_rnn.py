@@ -1,5 +1,5 @@
 """Recurrent language models (epjax.rnn) against an independent NumPy implementation of the cell equations,
-PyTorch's own recurrent layers, enumeration of all sequences and the EP identities (SPEC §1-4)."""
+PyTorch's own recurrent layers, enumeration of all sequences and the EP identities (docs/mathematics.md §1-4)."""
 
 import functools
 import itertools

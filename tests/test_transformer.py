@@ -1,5 +1,5 @@
 """GPT-style Transformer family: KV-cache decoding vs the parallel causal pass, an independent numpy forward
-pass, normalisation, exact vs Monte Carlo EP, temperature and boundary validation (SPEC §1-4)."""
+pass, normalisation, exact vs Monte Carlo EP, temperature and boundary validation (docs/mathematics.md §1-4)."""
 
 import functools
 import itertools

@@ -1,4 +1,4 @@
-"""``epjax decompose``: the retrospective decomposition ``S = sum_t D_t``, ``D_t = L_t + M_t`` (SPEC §6).
+"""``epjax decompose``: the retrospective decomposition ``S = sum_t D_t``, ``D_t = L_t + M_t`` (docs/mathematics.md §6).
 
 Exact for Kalman innovation models (the EP paper's examples or user matrices, as in ``epjax kalman``) and, by
 enumeration of all ``V**T`` paths, for a small discrete model saved by ``epjax train``; for a saved model,
@@ -334,7 +334,7 @@ def decompose_command(args: argparse.Namespace) -> int:
             specs = [example_spec(n) for n in (KALMAN_EXAMPLES if example == "both" else [example])]
         T = args.steps or KALMAN_DEFAULT_STEPS
         results = [decompose_kalman(spec, T, args.method) for spec in specs]
-    print("Retrospective decomposition of entropy production (SPEC §6, EP paper §7), nats: S = sum_t D_t, "
+    print("Retrospective decomposition of EP (docs/mathematics.md §6, EP paper §7), nats: S = sum_t D_t, "
           "D_t = L_t + M_t;\n  g_{t+1} is the model's summary of the reversed future y_T..y_{t+1}, h_{t-1} of "
           "the past.")
     for result in results:

@@ -1,4 +1,4 @@
-"""``epjax texts`` and ``epjax sample-lm``: pretrained language models, fixed texts and sampling (SPEC §3, §7)."""
+"""``epjax texts`` and ``epjax sample-lm``: pretrained LMs, fixed texts and sampling (docs/mathematics.md §3, §7)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Neural models trained on an irreversible Markov chain: their EP converges to the chain's exact EP.
 
 A first-order chain with transition matrix ``P`` and stationary law ``pi`` has, started from ``pi``, the exact
-entropy production (SPEC §2; :mod:`epjax.markov`)
+entropy production (docs/mathematics.md §2; :mod:`epjax.markov`)
 
     S_chain(T) = (T - 1) r,        r = sum_ij pi_i P_ij ln(P_ij / P_ji)    (0 iff detailed balance holds),
 
@@ -10,7 +10,8 @@ per token
 
     l*(L) = [H(pi) + (L - 1) h] / L,       h = -sum_ij pi_i P_ij ln P_ij    (the entropy rate).
 
-EP is a property of one model's path law (SPEC §2), so a model trained by maximum likelihood on such sequences
+EP is a property of one model's path law (docs/mathematics.md §2), so a model trained by maximum likelihood on such
+sequences
 must have ``S_model(T) -> S_chain(T)`` as its held-out loss approaches ``l*``. This module runs that
 experiment: build the chain (:func:`make_chain`), sample data (:func:`sample_sequences`), build a model of
 any family (:func:`family_model`) and train it while measuring its Monte Carlo EP at checkpoints

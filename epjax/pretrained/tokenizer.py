@@ -465,7 +465,7 @@ class Tokenizer:
         return reader_sentence_ends([pieces[i] for i in ids.tolist()])
 
     def sentence_end_mask(self, ends: Sequence[str] = SENTENCE_ENDS) -> np.ndarray:
-        r"""Bool ``[V]``: ``True`` for the tokens that end a sentence under the EP paper's rule (SPEC §3).
+        r"""Bool ``[V]``: ``True`` for the tokens ending a sentence under the EP paper's rule (docs/mathematics.md §3).
 
         A token ends a sentence when its decoded text, with trailing whitespace removed, ends in one of
         ``ends`` (``'.'``, ``'!'``, ``'?'``). Stripping whitespace makes ``".\n"`` and ``"!\n\n"`` sentence
