@@ -86,7 +86,7 @@ class Model(NamedTuple):
 
 
 def paper_2d() -> Model:
-    """The EP paper's 2-D example (SPEC §5)."""
+    """The EP paper's 2-D example (docs/mathematics.md §5)."""
     return Model(
         "paper 2-D (n=2, n_y=2)",
         np.array([[0.8, 0.3], [0.0, 0.5]]),
