@@ -100,7 +100,7 @@ def exact_entropy_production(
     max_sequences: int = 2**24,
     chunk_size: int = 2**14,
     progress: bool = False,
-) -> Array:
+) -> float | Array:
     """Exact entropy production of a discrete model by enumeration: ``S = sum_x P(x) [ln P(x) - ln P(rev x)]``.
 
     All ``V**T`` sequences are scored in chunks of ``chunk_size`` (memory stays bounded). Outside ``jit`` the
@@ -120,8 +120,9 @@ def exact_entropy_production(
         progress: show a progress bar over chunks (host path only).
 
     Returns:
-        The exact EP in nats, a scalar array in the dtype of the model's log-probabilities (``inf`` if a
-        sequence with positive probability has a reversal of probability zero).
+        The exact EP in nats (``inf`` if a sequence with positive probability has a reversal of probability
+        zero): a Python float summed in float64 on the host, or, with traced parameters, a scalar array in the
+        dtype of the model's log-probabilities.
 
     >>> import jax.numpy as jnp
     >>> class Coin:  # i.i.d. tokens are reversible: EP = 0
@@ -130,7 +131,7 @@ def exact_entropy_production(
     ...         return jnp.log(params)[x]
     ...     def sample(self, key, params, num_steps):
     ...         raise NotImplementedError
-    >>> round(float(exact_entropy_production(Coin(), jnp.array([0.3, 0.7]), num_steps=4)), 12)
+    >>> round(exact_entropy_production(Coin(), jnp.array([0.3, 0.7]), num_steps=4), 12)
     0.0
     """
     check_model(model)
@@ -193,4 +194,4 @@ def exact_entropy_production(
             f"`model.log_probs` does not define a normalised distribution over the {total} sequences of length "
             f"{num_steps}: total probability {mass!r} (expected 1 within {tol:g})."
         )
-    return jnp.asarray(ep, dtype=dtype)
+    return ep

@@ -210,7 +210,7 @@ def test_exact_matches_double_loop_first_order(x64, seed, name):
     params = chain_params(seed)
     oracle = exact_by_hand(chain_prob, params, 6, by_hand)
     got = epjax.exact_entropy_production(CHAIN, params, num_steps=6, reversal=reversal)
-    assert got.shape == () and got.dtype == jnp.float64  # a 0-d array in the dtype of the log-probabilities
+    assert isinstance(got, float)  # summed in float64 on the host (a traced call returns an array)
     assert oracle > 1e-3  # detailed balance is broken: a test that could fail
     np.testing.assert_allclose(got, oracle, rtol=1e-12)
 

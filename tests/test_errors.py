@@ -329,7 +329,7 @@ def test_estimate_needs_two_samples_and_no_nan():
         epjax.estimate_from_samples([0.5, -np.inf, 1.0])
     with pytest.raises(ValueError, match=r"`sigmas` must be a 1-D array"):
         epjax.estimate_from_samples(np.zeros((3, 2)))
-    with pytest.raises(ValueError, match=r"`sigmas` must be an array of numbers"):
+    with pytest.raises(ValueError, match=r"`sigmas` must be an array of real numbers, got a ragged"):
         epjax.estimate_from_samples([[0.5], [1.0, 2.0]])
 
 
