@@ -216,6 +216,74 @@ def test_log_probs_observation_shape(params, y):
         kalman.log_probs(params, y)
 
 
+BAD_ARRAYS = [
+    (None, r"must be an array of real numbers, got NoneType"),
+    ("abc", r"must be an array of real numbers, got str"),
+    ([[1.0, 2.0], [3.0]], r"must be an array of real numbers, got a ragged"),
+    (np.ones((2, 2), dtype=bool), r"must be an array of real numbers, got dtype bool"),
+    (np.eye(2) + 0.5j, r"must be real, got complex dtype complex128"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_ARRAYS)
+@pytest.mark.parametrize("name", ["A", "C", "Q", "R"])
+def test_from_state_space_refuses_non_real(name, bad, message):
+    # Complex matrices were silently cut to their real part by the float conversion.
+    kwargs = {k: np.asarray(v, dtype=float) for k, v in PAPER_2D.items()}
+    kwargs[name] = bad
+    with pytest.raises(ValueError, match=rf"`{name}` {message}"):
+        kalman.from_state_space(**kwargs)
+
+
+@pytest.mark.parametrize("bad, message", BAD_ARRAYS)
+@pytest.mark.parametrize("field", ["A", "C", "K", "S"])
+def test_params_refuse_non_real(params, field, bad, message):
+    bad_params = params._replace(**{field: bad})
+    for call in (lambda: kalman.as_params(bad_params), lambda: kalman.entropy_production(bad_params, 5)):
+        with pytest.raises(ValueError, match=rf"`params.{field}` {message}"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (None, r"must be an array of real numbers, got NoneType"),
+        ("abc", r"must be an array of real numbers, got str"),
+        ([[1.0, 2.0], [3.0]], r"must be an array of real numbers, got a ragged"),
+        (np.zeros((4, 2), dtype=bool), r"must be an array of real numbers, got dtype bool"),
+        (np.zeros((4, 2)) + 1j, r"must be real, got complex dtype complex128"),
+        (jnp.zeros((4, 2), jnp.complex64), r"must be real, got complex dtype complex64"),
+    ],
+)
+def test_observations_refuse_non_real(params, y, message):
+    # Complex observations were silently cut to their real part.
+    for call in (lambda: kalman.log_probs(params, y), lambda: kalman.innovations(params, y)):
+        with pytest.raises(ValueError, match=rf"`y` {message}"):
+            call()
+
+
+def test_float32_covariance_symmetric_to_rounding_is_accepted():
+    # A float32 covariance is symmetric only to float32 rounding: accepted, in float32 and next to float64 A.
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(3, 3)).astype(np.float32)
+    Q = B @ B.T + np.float32(0.1) * np.eye(3, dtype=np.float32)
+    Q[0, 1] = np.nextafter(Q[0, 1], np.float32(np.inf))  # one ulp of asymmetry, as a different summation order gives
+    assert Q.dtype == np.float32 and Q[0, 1] != Q[1, 0]
+    A, C, R = 0.5 * np.eye(3), np.ones((2, 3)), np.eye(2)
+    assert kalman.from_state_space(A.astype(np.float32), C.astype(np.float32), Q, R.astype(np.float32)).K.dtype == (
+        jnp.float32
+    )
+    with jax.enable_x64(True):
+        params = kalman.from_state_space(A, C, Q, R)
+        assert params.K.dtype == jnp.float64
+        S32 = np.asarray(params.S, np.float32)
+        S32[0, 1] = np.nextafter(S32[0, 1], np.float32(np.inf))
+        kalman.as_params(params._replace(S=S32))  # S too, in its own dtype
+    # A float64 matrix with the same asymmetry is not symmetric to float64 rounding: still refused.
+    with pytest.raises(ValueError, match=r"`Q` must be symmetric"):
+        kalman.from_state_space(A, C, Q.astype(np.float64), R)
+
+
 def test_scalar_model_observation_shape():
     scalar = kalman.from_state_space(**PAPER_SCALAR)
     with pytest.raises(ValueError, match=r"`y` must have shape \[T, 1\]"):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from epjax._checks import check_finite, check_positive_int, describe
+from epjax._checks import as_real_array, check_finite, check_num_steps, describe
 from epjax._linalg import mv
 from epjax.kalman._params import Params, as_params
 
@@ -60,12 +60,13 @@ def _innovations(params: Params, y: Array) -> Array:
 
 def _check_observations(params: Params, y) -> Array:
     n_y = params.C.shape[0]
+    y = as_real_array("y", y)  # None, strings, ragged lists, booleans and complex values are refused by name
     if np.ndim(y) != 2 or np.shape(y)[1] != n_y:
         raise ValueError(f"`y` must have shape [T, {n_y}] (T steps of {n_y} observations), got {describe(y)}.")
     if np.shape(y)[0] < 1:
         raise ValueError(f"`y` must hold at least one time step, got shape {np.shape(y)}.")
-    if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.floating):
-        raise ValueError(f"`y` must be a float array, got dtype {jnp.asarray(y).dtype}.")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise ValueError(f"`y` must be a float array, got dtype {y.dtype}.")
     check_finite("y", y)  # concrete observations only; under jit the caller guarantees finite data
     return jnp.asarray(y, dtype=params.A.dtype)
 
@@ -105,7 +106,7 @@ def sample_with_log_probs(key: Array, params: Params, num_steps: int) -> tuple[A
     ``xhat_{t+1} = A (xhat_t + K e_t)``, ``xhat_1 = 0``.
     """
     params = as_params(params)
-    num_steps = check_positive_int("num_steps", num_steps)
+    num_steps = check_num_steps(num_steps)
     return _sample(key, params, num_steps)
 
 

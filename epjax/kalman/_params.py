@@ -10,6 +10,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from epjax._checks import (
+    as_real_array,
     check_finite,
     check_matrix,
     check_symmetric_positive_definite,
@@ -52,7 +53,8 @@ class Params(NamedTuple):
 
 
 def _float_dtype(*xs: Any):
-    dtype = jnp.result_type(*[jnp.asarray(x) for x in xs])
+    """The float dtype the arrays ``xs`` (already checked real by ``as_real_array``) are computed in."""
+    dtype = jnp.result_type(*[jnp.asarray(x) for x in xs])  # canonical: float64 -> float32 without x64
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 
 
@@ -73,8 +75,10 @@ def as_params(params: Any, *, check_stable: bool = True) -> Params:
         raise ValueError(
             f"`params` must be an epjax.kalman.Params(A, C, K, S), got {type(params).__name__}."
         )
-    dtype = _float_dtype(params.A, params.C, params.K, params.S)
-    A, C, K, S = (jnp.asarray(getattr(params, f), dtype=dtype) for f in Params._fields)
+    # Refuse None, strings, ragged lists, booleans and complex values before any conversion can cut them.
+    fields = [as_real_array(f"params.{f}", getattr(params, f)) for f in Params._fields]
+    dtype = _float_dtype(*fields)
+    A, C, K, S = (jnp.asarray(x, dtype=dtype) for x in fields)
     check_matrix("params.A", A)
     n = A.shape[0]
     check_matrix("params.A", A, shape=(n, n))
@@ -84,7 +88,8 @@ def as_params(params: Any, *, check_stable: bool = True) -> Params:
     check_matrix("params.S", S, shape=(n_y, n_y))
     for name, x in zip(("params.A", "params.C", "params.K", "params.S"), (A, C, K, S), strict=True):
         check_finite(name, x)
-    check_symmetric_positive_definite("params.S", S)
+    # In the dtype S arrived in: a float32 S is symmetric to float32 rounding only, also when A is float64.
+    check_symmetric_positive_definite("params.S", fields[3])
     if check_stable and is_concrete(A, C, K):
         rho = spectral_radius(np.asarray(A) @ (np.eye(n) - np.asarray(K) @ np.asarray(C)))
         if not rho < 1.0:
@@ -93,6 +98,22 @@ def as_params(params: Any, *, check_stable: bool = True) -> Params:
                 f"radius {rho:.6g}; this is not the innovation form of a Kalman filter."
             )
     return Params(A, C, K, S)
+
+
+def stein(M: Array, N: Array, Q: Array) -> Array:
+    """Solve the Stein equation ``X = M X N + Q`` for ``X`` ``[n, n]``, or for a stack of ``Q`` ``[k, n, n]``.
+
+    Through the Kronecker form ``(I - N^T (x) M) vec X = vec Q`` (``vec`` stacks columns): one LU of an
+    ``[n^2, n^2]`` matrix, shared by every right-hand side, fine for the small state dimensions of these
+    models. The solve is linear in ``Q`` and differentiable (``jnp.linalg.solve``), so it also serves the
+    implicit derivative of the DARE. The solution is unique when no product of an eigenvalue of ``M`` and one of
+    ``N`` equals 1 (e.g. both stable).
+    """
+    n = M.shape[0]
+    lhs = jnp.eye(n * n, dtype=M.dtype) - jnp.kron(N.T, M)
+    rhs = jnp.swapaxes(Q, -1, -2).reshape(-1, n * n).T  # columns vec Q (column-major)
+    X = jnp.linalg.solve(lhs, rhs).T.reshape(Q.shape)
+    return jnp.swapaxes(X, -1, -2)
 
 
 def _solve_dare(A: Array, C: Array, Q: Array, R: Array, max_iter: int = 64):
@@ -129,14 +150,60 @@ def _solve_dare(A: Array, C: Array, Q: Array, R: Array, max_iter: int = 64):
     return P, k, change
 
 
+@jax.custom_jvp
+def _dare(A: Array, C: Array, Q: Array, R: Array) -> tuple[Array, Array]:
+    """The stabilising DARE solution ``P`` and the doubling iteration's ``[iterations, last relative change]``.
+
+    Differentiated implicitly (``_dare_jvp``), never through the iteration: reverse mode works although the
+    doubling is a ``while_loop``, and the derivative is that of the exact solution.
+    """
+    P, iterations, change = _solve_dare(A, C, Q, R)
+    return P, jnp.stack([iterations.astype(A.dtype), change])
+
+
+@_dare.defjvp
+def _dare_jvp(primals, tangents):
+    """Tangent of the DARE from its linearisation (SPEC §10 / docs/mathematics.md §10).
+
+    With ``S = C P C^T + R``, ``K = P C^T S^{-1}``, ``F = A (I - K C)`` and ``M = (I - K C) P`` (so that
+    ``P = A M A^T + Q``), differentiating ``M = P - P C^T S^{-1} C P`` gives
+
+        dM = (I - K C) dP (I - K C)^T + K dR K^T - (I - K C) P dC^T K^T - K dC P (I - K C)^T,
+
+    hence the Stein equation ``dP = F dP F^T + E`` with
+
+        E = dA M A^T + A M dA^T + dQ + A [K dR K^T - (I - K C) P dC^T K^T - K dC P (I - K C)^T] A^T.
+
+    ``F`` is stable (the stabilising solution), so ``dP`` is unique; it is linear in the tangents, which is what
+    reverse mode transposes.
+    """
+    A, C, Q, R = primals
+    dA, dC, dQ, dR = tangents
+    P, diagnostics = _dare(A, C, Q, R)
+    n = A.shape[0]
+    S = C @ P @ C.T + R
+    K = jsl.cho_solve((jnp.linalg.cholesky(0.5 * (S + S.T)), True), C @ P).T
+    I_KC = jnp.eye(n, dtype=A.dtype) - K @ C
+    F = A @ I_KC
+    M = I_KC @ P
+    gain_terms = K @ dR @ K.T - I_KC @ P @ dC.T @ K.T - K @ dC @ P @ I_KC.T
+    E = dA @ M @ A.T + A @ M @ dA.T + dQ + A @ gain_terms @ A.T
+    dP = stein(F, F.T, 0.5 * (E + E.T))
+    return (P, diagnostics), (0.5 * (dP + dP.T), jnp.zeros_like(diagnostics))
+
+
 @jax.jit
 def _innovation_form(A, C, Q, R):
-    P, iterations, change = _solve_dare(A, C, Q, R)
+    # The DARE only sees the symmetric parts of Q and R (exact no-op on symmetric input): derivatives with
+    # respect to one off-diagonal entry are then those of the symmetric matrix, as finite differences see them.
+    Q = 0.5 * (Q + Q.T)
+    R = 0.5 * (R + R.T)
+    P, diagnostics = _dare(A, C, Q, R)
     S = C @ P @ C.T + R
     S = 0.5 * (S + S.T)
     chol_s = jnp.linalg.cholesky(S)
     K = jsl.cho_solve((chol_s, True), C @ P).T  # K = P C^T S^{-1}, S symmetric
-    return P, K, S, iterations, change
+    return P, K, S, diagnostics[0], diagnostics[1]
 
 
 def from_state_space(A: Any, C: Any, Q: Any, R: Any, *, return_covariance: bool = False):
@@ -144,6 +211,11 @@ def from_state_space(A: Any, C: Any, Q: Any, R: Any, *, return_covariance: bool 
 
     Solves the DARE ``P = A (P - P C^T (C P C^T + R)^{-1} C P) A^T + Q`` by the structured doubling algorithm
     in JAX, then ``S = C P C^T + R`` and ``K = P C^T S^{-1}`` (Cholesky solves).
+
+    Differentiable in every mode and under ``jit``/``vmap`` (values are then checked only when concrete):
+    ``P`` is differentiated implicitly, ``dP = F dP F^T + E(dA, dC, dQ, dR)`` with ``F = A (I - K C)``
+    (docs/mathematics.md §10), not through the doubling iteration. ``Q`` and ``R`` enter through their
+    symmetric parts.
 
     Args:
         A: ``[n, n]`` state transition.
@@ -163,19 +235,23 @@ def from_state_space(A: Any, C: Any, Q: Any, R: Any, *, return_covariance: bool 
     >>> round(float(p.S[0, 0]), 6), round(float(p.K[0, 0]), 6)
     (2.4839, 0.597407)
     """
-    dtype = _float_dtype(A, C, Q, R)
-    A, C, Q, R = (jnp.asarray(x, dtype=dtype) for x in (A, C, Q, R))
+    # Refuse None, strings, ragged lists, booleans and complex values before any conversion can cut them.
+    A, C, Q, R = (as_real_array(name, x) for name, x in (("A", A), ("C", C), ("Q", Q), ("R", R)))
     check_matrix("A", A)
-    n = A.shape[0]
+    n = np.shape(A)[0]
     check_matrix("A", A, shape=(n, n))
     check_matrix("C", C, shape=(None, n))
-    n_y = C.shape[0]
+    n_y = np.shape(C)[0]
     check_matrix("Q", Q, shape=(n, n))
     check_matrix("R", R, shape=(n_y, n_y))
     for name, x in (("A", A), ("C", C), ("Q", Q), ("R", R)):
         check_finite(name, x)
+    # Symmetry is checked in the dtype the covariances arrived in: a float32 B @ B.T is symmetric to float32
+    # rounding only, also when A is float64.
     check_symmetric_positive_semidefinite("Q", Q)
     check_symmetric_positive_definite("R", R)
+    dtype = _float_dtype(A, C, Q, R)
+    A, C, Q, R = (jnp.asarray(x, dtype=dtype) for x in (A, C, Q, R))
     P, K, S, iterations, change = _innovation_form(A, C, Q, R)
     params = Params(A, C, K, S)
     if is_concrete(P):
