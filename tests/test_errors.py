@@ -198,9 +198,66 @@ def test_kalman_num_steps(params, num_steps):
         lambda: kalman.sample(jax.random.key(0), params, num_steps),
         lambda: kalman.sample_with_log_probs(jax.random.key(0), params, num_steps),
         lambda: kalman.reversal_matrix(params, num_steps),
+        lambda: kalman.entropy_production_curve(params, num_steps),
+        lambda: kalman.decomposition(params, num_steps),
     ):
         with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 1"):
             call()
+
+
+def test_kalman_num_steps_beyond_int32(params):
+    # Time steps are indexed with int32: 2**31 steps would wrap around; refused before anything runs.
+    for call in (
+        lambda: kalman.entropy_production(params, 2**31),
+        lambda: kalman.entropy_production(params, 2**31, per_step=True),
+        lambda: kalman.entropy_production_curve(params, 2**31),
+        lambda: kalman.reversal_matrix(params, 2**31),
+        lambda: kalman.decomposition(params, 2**31),
+        lambda: kalman.sample(jax.random.key(0), params, 2**31),
+    ):
+        with pytest.raises(ValueError, match=r"`num_steps` must be at most 2\*\*31 - 1 = 2147483647.*got 2147483648"):
+            call()
+
+
+# Each of these would need gigabytes (or, for the decomposition, hours): refused at once, before any allocation.
+@pytest.mark.parametrize(
+    "call, what",
+    [
+        (lambda p: kalman.entropy_production(p, 20_000, method="dense"), r'method="dense"'),
+        (lambda p: kalman.entropy_production(p, 20_000, method="dense", per_step=True), r'method="dense"'),
+        (lambda p: kalman.reversal_matrix(p, 20_000), r"the reversal matrix"),
+        (lambda p: kalman.decomposition(p, 20_000, method="dense"), r'decomposition\(method="dense"\)'),
+    ],
+)
+def test_dense_size_guard(params, call, what):
+    with pytest.raises(ValueError, match=rf"`num_steps` = 20000 is too large for {what}.*[0-9.]+ GiB.*"
+                       r'max_bytes = 2 GiB.*method="recursive"'):
+        call(params)
+
+
+def test_dense_budgets_are_keywords(params):
+    # 3 arrays of (T n_y)^2 float32 entries at T = 50, n_y = 2: 120,000 bytes.
+    with pytest.raises(ValueError, match=r"about 117 KiB, over the memory budget max_bytes = 97.7 KiB"):
+        kalman.entropy_production(params, 50, method="dense", max_bytes=100_000)
+    assert float(kalman.entropy_production(params, 50, method="dense", max_bytes=200_000)) > 0
+    with pytest.raises(ValueError, match=r"the reversal matrix.*max_bytes"):
+        kalman.reversal_matrix(params, 50, max_bytes=100_000)
+    # The dense decomposition's work, T (T n_y)^3 / 3 = 1.7e7 at T = 50: refused under a smaller budget.
+    with pytest.raises(ValueError, match=r"about 1.7e\+07 floating-point operations.*max_flops = 1e\+07"):
+        kalman.decomposition(params, 50, method="dense", max_flops=1e7)
+    for bad in (0, -1.0, "2GB", None, True):
+        with pytest.raises(ValueError, match=r"`max_bytes` must be a positive number"):
+            kalman.entropy_production(params, 5, method="dense", max_bytes=bad)
+    with pytest.raises(ValueError, match=r"`max_flops` must be a positive number"):
+        kalman.decomposition(params, 5, method="dense", max_flops=0)
+
+
+def test_cli_dense_refuses_at_once():
+    from helpers import run_cli
+
+    code, out, err = run_cli("kalman", "--method", "dense", "--steps", 5, 20_000, "--samples", 10, "--no-progress")
+    assert code == 2 and out == ""
+    assert "--method dense --steps 20000" in err and 'method="recursive"' in err and "--method recursive" in err
 
 
 def test_kalman_method(params):

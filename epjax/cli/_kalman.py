@@ -198,6 +198,14 @@ def _rate(params) -> tuple[float | None, str]:
     return rate, "S_y(T) grows linearly with this slope"
 
 
+def _exact(spec: StateSpaceSpec, params, num_steps: int, method: str) -> float:
+    try:
+        return float(epjax.kalman.entropy_production(params, num_steps, method=method))
+    except ValueError as exc:  # e.g. a size the dense method refuses: name the options that asked for it
+        hint = " On the command line: --method recursive." if method == "dense" else ""
+        raise ValueError(f"{spec.source}, --method {method} --steps {num_steps}: {exc}{hint}") from None
+
+
 def run_kalman_comparison(
     specs: Sequence[StateSpaceSpec],
     steps: Sequence[int],
@@ -231,14 +239,21 @@ def run_kalman_comparison(
     results = []
     with jax.enable_x64(True):
         key = jax.random.key(seed)
+        # Every exact value first, the longest T first: a size the dense method refuses (ValueError, exit
+        # status 2) is reported at once, before any Monte Carlo work.
+        params_of = [innovation_params(spec) for spec in specs]
+        exact_of: list[dict[int, float]] = [{} for _ in specs]
+        for T in sorted(steps, reverse=True):
+            for i, spec in enumerate(specs):
+                exact_of[i][T] = _exact(spec, params_of[i], T, method)
         with progress_bar(len(specs) * len(steps), "exact vs Monte Carlo", progress) as bar:
             for i, spec in enumerate(specs):
-                params = innovation_params(spec)
+                params = params_of[i]
                 rate, note = _rate(params)
                 result = KalmanResult(spec, params, rate, note)
                 for T in steps:
                     bar.set_postfix_str(f"{spec.name}, T={T}")
-                    exact = float(epjax.kalman.entropy_production(params, T, method=method))
+                    exact = exact_of[i][T]
                     est = epjax.entropy_production(
                         jax.random.fold_in(jax.random.fold_in(key, i), T),
                         epjax.kalman.model,
