@@ -450,3 +450,9 @@ def test_keys_legacy_and_batched():
     many = jax.vmap(lambda k: epjax.sample_sigmas(k, gru, p, num_steps=3, num_samples=4))(
         jax.random.split(jax.random.key(0), 2))
     assert many.shape == (2, 4)
+
+
+def test_the_kalman_model_is_a_value():
+    again = pickle.loads(pickle.dumps(kalman.model))
+    assert again == kalman.model == kalman.KalmanModel() and hash(again) == hash(kalman.model)
+    assert kalman.model != markov.MarkovChain(3)

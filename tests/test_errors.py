@@ -1,4 +1,4 @@
-"""Every invalid input is refused with a ValueError that names the offending argument (DESIGN.md)."""
+"""Every invalid input is refused with a ValueError that names the offending argument (docs/architecture.md)."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""Kalman innovation models against oracles built here in numpy/scipy (SPEC §5, EP paper §6).
+"""Kalman innovation models against oracles built here in numpy/scipy (docs/mathematics.md §5, EP paper §6).
 
 The oracles never call epjax internals: the moving-average matrix ``H`` is the simulated impulse response
 of the innovation model, the path law is the dense Gaussian ``N(0, H (I_T kron S) H^T)``, the EP is the KL
@@ -90,7 +90,7 @@ def per_step_oracle(params, num_steps: int) -> np.ndarray:
 
 
 def spectral_rate(params, num_points: int = 4096) -> float:
-    """The spectral KL rate ``(1/4 pi) int_{-pi}^{pi} [tr(f^{-1} f^T) - n_y] dw`` (SPEC §5).
+    """The spectral KL rate ``(1/4 pi) int_{-pi}^{pi} [tr(f^{-1} f^T) - n_y] dw`` (docs/mathematics.md §5).
 
     ``f(w) = G S G^*`` with ``G(z) = I + C A (zI - A)^{-1} K`` at ``z = exp(i w)``.
 
@@ -246,7 +246,7 @@ def test_rate_zero_for_scalar_observations(x64, seed, n):
 
 
 def test_scalar_ep_saturates(x64):
-    # Scalar observations: time-reversible stationary law, the EP tends to a boundary value (SPEC §5).
+    # Scalar observations: time-reversible stationary law, the EP tends to a boundary value (docs/mathematics.md §5).
     params = kalman.from_state_space(**PAPER_SCALAR)
     s200 = float(kalman.entropy_production(params, 200))
     s201 = float(kalman.entropy_production(params, 201))

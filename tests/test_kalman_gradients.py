@@ -1,4 +1,4 @@
-"""Gradients of every exact Kalman quantity against central finite differences (SPEC §10), in float64.
+"""Gradients of every exact Kalman quantity against central finite differences (docs/mathematics.md §10), in float64.
 
 Each check compares the directional derivative ``<grad f(x), d>`` along a random direction ``d`` (symmetric for
 covariances) with a Richardson-extrapolated central difference ``(4 D(h/2) - D(h)) / 3``,

@@ -1,4 +1,4 @@
-"""``epjax kalman``: exact EP of Kalman innovation models (eq. 71) vs Monte Carlo (SPEC §5, EP paper Fig. 5)."""
+"""``epjax kalman``: exact EP of Kalman models (eq. 71) vs Monte Carlo (docs/mathematics.md §5, EP paper Fig. 5)."""
 
 from __future__ import annotations
 

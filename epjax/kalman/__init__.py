@@ -1,4 +1,4 @@
-"""Linear Gaussian models in steady-state Kalman innovation form (SPEC §5, EP paper §6).
+"""Linear Gaussian models in steady-state Kalman innovation form (docs/mathematics.md §5, EP paper §6).
 
 The steady-state Kalman filter of ``x_{t+1} = A x_t + w_t, y_t = C x_t + v_t`` used as a generator: exact
 log-likelihoods, sampling, the innovation reversal matrix ``R = H^{-1} J H``, the exact entropy production

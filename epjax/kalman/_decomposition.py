@@ -1,4 +1,4 @@
-"""Exact retrospective decomposition of the EP of a Kalman innovation model (SPEC §6, EP paper §7).
+"""Exact retrospective decomposition of the EP of a Kalman innovation model (docs/mathematics.md §6, EP paper §7).
 
 Writing the path law retrodictively, ``P(y) = prod_t P(y_t | y_{t+1:T})``, the EP splits into per-step terms
 
@@ -227,7 +227,7 @@ def decomposition(
     max_bytes: float = DENSE_MAX_BYTES,
     max_flops: float = DENSE_MAX_FLOPS,
 ) -> Decomposition:
-    """Exact retrospective decomposition ``S_y = sum_t (L_t + M_t)`` of a Kalman innovation model (SPEC §6).
+    """Exact retrospective decomposition ``S_y = sum_t (L_t + M_t)`` of a Kalman model (docs/mathematics.md §6).
 
     Methods (equal to float64 round-off):
 

@@ -1,4 +1,4 @@
-"""Exact entropy production of Kalman innovation models (SPEC §5, EP paper eqs. 71, 73).
+"""Exact entropy production of Kalman innovation models (docs/mathematics.md §5, EP paper eqs. 71, 73).
 
 The innovation reversal matrix, an O(T) recursion with O(n^2) memory, and the asymptotic rate; all of them
 differentiable (docs/mathematics.md §10).
@@ -639,7 +639,7 @@ def _rate(params: Params) -> Array:
 
 
 def entropy_production_rate(params: Params) -> Array:
-    """Asymptotic EP per step, ``lim_{T -> inf} S_y(T) / T`` (SPEC §5), in closed form.
+    """Asymptotic EP per step, ``lim_{T -> inf} S_y(T) / T`` (docs/mathematics.md §5), in closed form.
 
     It equals the spectral KL rate ``(1/4 pi) int [tr(f(w)^{-1} f(w)^T) - n_y] dw`` with ``f = G S G^*``,
     ``G(z) = I + C A (zI - A)^{-1} K``: the per-step covariance of the backward innovations in the stationary

@@ -18,7 +18,7 @@ EXAMPLES: dict[str, dict[str, list[list[float]]]] = {
 
 
 def example(name: str) -> Params:
-    """Innovation-form parameters of one of the EP paper's examples, ``"scalar"`` or ``"2d"`` (SPEC §5).
+    """Innovation-form parameters of one of the EP paper's examples, ``"scalar"`` or ``"2d"`` (docs/mathematics.md §5).
 
     Arrays take JAX's default float dtype: build inside ``jax.enable_x64(True)`` for float64.
 

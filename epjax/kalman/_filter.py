@@ -1,4 +1,4 @@
-"""The Kalman innovation model as a generator: per-step log-likelihoods and ancestral sampling (SPEC §5)."""
+"""The Kalman innovation model as a generator: per-step log-likelihoods and sampling (docs/mathematics.md §5)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _check_observations(params: Params, y) -> Array:
 
 
 def log_probs(params: Params, y: Array) -> Array:
-    """Per-step log-likelihoods ``ln p(y_t | y_<t) = ln N(e_t; 0, S)`` (SPEC §5).
+    """Per-step log-likelihoods ``ln p(y_t | y_<t) = ln N(e_t; 0, S)`` (docs/mathematics.md §5).
 
     The steady-state filter runs as one ``lax.scan`` from ``xhat_{1|0} = 0``; the Gaussian densities use the
     Cholesky factor of ``S`` (no inverse). Pure and jit-able.
@@ -111,7 +111,7 @@ def sample_with_log_probs(key: Array, params: Params, num_steps: int) -> tuple[A
 
 
 def sample(key: Array, params: Params, num_steps: int) -> Array:
-    """One trajectory ``y`` ``[T, n_y]`` from the innovation model (ancestral sampling, SPEC §5).
+    """One trajectory ``y`` ``[T, n_y]`` from the innovation model (ancestral sampling, docs/mathematics.md §5).
 
     Args:
         key: a ``jax.random`` key.
@@ -161,6 +161,13 @@ class KalmanModel:
     def check_params(self, params: Params) -> None:
         """Raise ``ValueError`` unless ``params`` is a valid innovation model (see :func:`as_params`)."""
         as_params(params)
+
+    # The family has no configuration: every instance is the same value (equal, one hash, one jit cache entry).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KalmanModel)
+
+    def __hash__(self) -> int:
+        return hash(KalmanModel)
 
     def __repr__(self) -> str:
         return "epjax.kalman.model"

@@ -1,4 +1,4 @@
-"""Steady-state Kalman innovation form: parameters, the DARE, and validation (SPEC §5, EP paper §6)."""
+"""Steady-state Kalman innovation form: parameters, the DARE, and validation (docs/mathematics.md §5, EP paper §6)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def _dare(A: Array, C: Array, Q: Array, R: Array) -> tuple[Array, Array]:
 
 @_dare.defjvp
 def _dare_jvp(primals, tangents):
-    """Tangent of the DARE from its linearisation (SPEC §10 / docs/mathematics.md §10).
+    """Tangent of the DARE from its linearisation (docs/mathematics.md §10 / docs/mathematics.md §10).
 
     With ``S = C P C^T + R``, ``K = P C^T S^{-1}``, ``F = A (I - K C)`` and ``M = (I - K C) P`` (so that
     ``P = A M A^T + Q``), differentiating ``M = P - P C^T S^{-1} C P`` gives
@@ -207,7 +207,7 @@ def _innovation_form(A, C, Q, R):
 
 
 def from_state_space(A: Any, C: Any, Q: Any, R: Any, *, return_covariance: bool = False):
-    """Steady-state Kalman innovation model of ``x_{t+1} = A x_t + w_t, y_t = C x_t + v_t`` (SPEC §5).
+    """Steady-state Kalman innovation model of ``x_{t+1} = A x_t + w_t, y_t = C x_t + v_t`` (docs/mathematics.md §5).
 
     Solves the DARE ``P = A (P - P C^T (C P C^T + R)^{-1} C P) A^T + Q`` by the structured doubling algorithm
     in JAX, then ``S = C P C^T + R`` and ``K = P C^T S^{-1}`` (Cholesky solves).
