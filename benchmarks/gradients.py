@@ -15,8 +15,12 @@ Sections (all by default; ``--only NAME[,NAME]`` picks some):
     1e7, for both paper examples, random models and a reversible model with vector observations; with, for
     comparison, the direct sum of eq. 73 that ``entropy_production`` used before issue 12.
 
-Another family's gradient benchmark (e.g. a GRU's Monte Carlo EP gradient) is one more function
-``section(args) -> str`` (markdown) registered in ``SECTIONS``; it can use ``measure_pair`` and ``compile_timed``.
+``gru_monte_carlo``
+    Cost of the Monte Carlo EP gradient of a GRU against the Monte Carlo EP itself: the traceable surrogate's
+    gradient (one backward pass) and the host driver's gradient with standard errors (per-trajectory gradients).
+
+Another family's gradient benchmark is one more function ``section(args) -> str`` (markdown) registered in
+``SECTIONS``; it can use ``measure_pair`` and ``compile_timed``.
 
     python benchmarks/gradients.py                      # everything; appends a section to benchmarks/RESULTS.md
     python benchmarks/gradients.py --quick              # small sizes, prints only
@@ -311,9 +315,56 @@ def section_kalman_float32(args) -> str:
     return "### float32 accuracy of the exact EP\n\n" + body
 
 
+GRU_TEXT = """
+A GRU language model (float32 whatever ``--dtype``), Monte Carlo EP of ``N`` trajectories of ``T`` tokens.
+"value": ``epjax.entropy_production`` (sampling with scores, scoring the reversals, one compiled batch of N).
+"surrogate gradient": ``jax.jit(jax.value_and_grad(epjax.entropy_production_surrogate))``, the unbiased
+score-function gradient with a leave-one-out baseline as one backward pass (what a training loop uses).
+"gradient ± SE": ``epjax.entropy_production_gradient`` (a value pass for the baselines, then per-trajectory
+gradients in batches of 64 for the standard errors). First calls (compilation included) are given apart;
+timed calls alternate.
+"""
+
+
+def _gru_row(width: int, vocab: int, T: int, layers: int, N: int, budget: float) -> list[str]:
+    from epjax import rnn
+
+    model = rnn.Model(rnn.Config(vocab_size=vocab, hidden_size=width, num_layers=layers, cell="gru"))
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(1)
+    kw = dict(num_steps=T, num_samples=N)
+    surrogate = jax.jit(jax.value_and_grad(lambda p: epjax.entropy_production_surrogate(key, model, p, **kw)))
+    fns = [
+        lambda: epjax.entropy_production(key, model, params, batch_size=N, **kw),
+        lambda: surrogate(params),
+        lambda: epjax.entropy_production_gradient(key, model, params, batch_size=64, **kw),
+    ]
+    first = []
+    for fn in fns:
+        t0 = time.perf_counter()
+        jax.block_until_ready(jax.tree_util.tree_leaves(fn()))
+        first.append(time.perf_counter() - t0)
+    tv, ts, td = measure_pair(fns, budget_s=budget, min_repeats=3)
+    return [f"{width} × {layers} layers, V = {vocab}", f"{T}", f"{N}", f"{rnn.num_parameters(params):,}",
+            fmt_timing(tv), fmt_timing(ts), f"**{ts.median / tv.median:.1f}×**", fmt_timing(td),
+            f"**{td.median / tv.median:.1f}×**", " / ".join(fmt_time(t) for t in first)]
+
+
+def section_gru_monte_carlo(args) -> str:
+    sizes = [(64, 64, 64, 2, 256)] if args.quick else [(64, 64, 64, 2, 256), (256, 256, 256, 2, 256)]
+    rows = []
+    for size in sizes:
+        print(f"  GRU width {size[0]}, vocab {size[1]}, T = {size[2]}, N = {size[4]}", file=sys.stderr, flush=True)
+        rows.append(_gru_row(*size, budget=args.budget))
+    head = ["GRU", "T", "N", "parameters", "value", "surrogate gradient", "÷ value", "gradient ± SE", "÷ value",
+            "first calls (value / surrogate / ± SE)"]
+    return "### Monte Carlo EP gradient of a GRU\n\n" + prose(GRU_TEXT) + "\n\n" + table(head, rows)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
     "kalman_gradients": section_kalman_gradients,
     "kalman_float32": section_kalman_float32,
+    "gru_monte_carlo": section_gru_monte_carlo,
 }
 
 
