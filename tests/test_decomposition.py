@@ -278,3 +278,22 @@ def test_decomposition_input_errors(x64):
 
     with pytest.raises(ValueError, match=r"must return shape \[T, V\] = \[4, 3\].*got \[4, 2\]"):
         exact_decomposition(BadExtension(3), params, num_steps=4)
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_kalman_decomposition_float32_is_right_or_refused(seed):
+    # Random 3-state models with 2-D observations: formed in float32, the backward summary's covariance cannot
+    # tell its genuinely small variances from the exact zeros of its rank-deficient steps (L_t, M_t were off by
+    # up to 5 % of the EP). Concrete float32 parameters are computed in float64 and rounded back.
+    A, C, Q, R = make_state_space(seed, 3, 2)
+    p32 = kalman.from_state_space(*(np.asarray(x, np.float32) for x in (A, C, Q, R)))
+    d32 = kalman.decomposition(p32, 5)
+    assert d32.D.dtype == jnp.float32
+    with jax.enable_x64(True):
+        p64 = kalman.Params(*(jnp.asarray(np.asarray(x), jnp.float64) for x in p32))  # the same rounded model
+        d64 = kalman.decomposition(p64, 5)
+        scale = float(jnp.sum(d64.D))
+    for field in ("D", "L", "M", "forward_information", "backward_information"):
+        np.testing.assert_allclose(getattr(d32, field), np.asarray(getattr(d64, field)), rtol=1e-6, atol=1e-7 * scale)
+    with pytest.raises(ValueError, match=r"`params` must be float64 for kalman.decomposition inside jit"):
+        jax.jit(lambda p: kalman.decomposition(p, 5).D)(p32)
