@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_engine import CHAIN, chain_params
+from test_errors import Coin
 
 import epjax
 from epjax import _batching, kalman, markov, rnn, ssm, transformer
@@ -237,16 +238,6 @@ def test_gradient_of_an_infinite_entropy_production_is_refused(x64):
 
 # ---------------------------------------------------------------------------------------------------------
 # the engine checks what it is given
-
-
-class Coin:
-    vocab_size = 2
-
-    def log_probs(self, params, x):
-        return jnp.log(params)[x]
-
-    def sample(self, key, params, num_steps):
-        return jax.random.categorical(key, jnp.log(params), shape=(num_steps,))
 
 
 class WideLogProbs(Coin):
