@@ -1,8 +1,12 @@
 """epjax: entropy production (the arrow of time) of autoregressive generative models, in JAX.
 
 The generic engine works on any object satisfying the model contract (:class:`AutoregressiveModel`):
-time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact enumeration. Model families
-live in their own namespaces (:mod:`epjax.kalman`, ...).
+time reversals, the stochastic EP ``sigma``, the Monte Carlo estimator and exact enumeration. Each estimator
+has a pure core for use inside your own ``jit``/``vmap``/``grad`` (:func:`sample_sigmas`, :func:`summarize`,
+:func:`entropy_production_surrogate`, the exact tools with traced parameters) under the host-side drivers most
+people call (:func:`entropy_production`, :func:`entropy_production_gradient`). Model families live in their own
+namespaces (:mod:`epjax.kalman`, ...). The mathematics is in ``docs/mathematics.md``, the architecture in
+``docs/architecture.md``.
 """
 
 from epjax import decomposition, kalman, markov, rnn, ssm, stats, transformer
