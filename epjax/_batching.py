@@ -20,13 +20,14 @@ The per-trajectory function must be a module-level function (it is a static argu
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._xla import compiler_options, jit_for
+from epjax._xla import jit_model
 
 Array = jax.Array
 PyTree = Any
@@ -54,32 +55,28 @@ def map_trajectories(
     return jax.lax.map(one, keys, batch_size=batch_size)
 
 
-def _batch(fn, model, params, key, indices, static):
-    return jax.vmap(lambda k: fn(model, params, k, *static))(trajectory_keys(key, indices))
+def _batch(model, params, key, indices, data, *, fn, static, reduce):
+    keys = trajectory_keys(key, indices)
+    if data is None:
+        out = jax.vmap(lambda k: fn(model, params, k, *static))(keys)
+    else:
+        out = jax.vmap(lambda k, d: fn(model, params, k, d, *static))(keys, data)
+    return out if reduce is None else reduce(out, data)
 
 
-def _hashable(*xs: Any) -> bool:
-    try:
-        for x in xs:
-            hash(x)
-    except TypeError:
-        return False
-    return True
+def batch_function(
+    fn: Callable, model: Any, static: tuple = (), reduce: Callable | None = None
+) -> Callable[..., PyTree]:
+    """The compiled batch ``(params, key, indices, data=None) -> stacked fn(model, params, fold_in(key, i), ...)``.
 
-
-def batch_function(fn: Callable, model: Any, static: tuple = ()) -> Callable[[PyTree, Array, Array], PyTree]:
-    """The compiled batch ``(params, key, indices) -> stacked fn(model, params, fold_in(key, i), *static)``.
-
-    Models and static arguments that hash (every epjax model: equal configs hash equal) share one compilation
-    cache across calls; an unhashable model is closed over instead and compiles per call.
+    With per-trajectory ``data`` (a pytree of ``[B, ...]`` arrays) ``fn`` is called as
+    ``fn(model, params, key_i, data_i, *static)``. ``reduce(outputs, data)``, when given, runs inside the
+    compiled batch on the stacked outputs (e.g. to sum per-trajectory gradients on the device instead of moving
+    ``B`` copies of them to the host). Equal models and static arguments share one compilation
+    (:func:`epjax._xla.jit_model`).
     """
-    if _hashable(model, static):
-        run = jit_for(model, _batch, static_argnames=("fn", "model", "static"))
-        return lambda params, key, indices: run(fn, model, params, key, indices, static)
-    return jax.jit(
-        lambda params, key, indices: _batch(fn, model, params, key, indices, static),
-        compiler_options=compiler_options(model) or None,
-    )
+    run = jit_model(model, _batch, fn=fn, static=static, reduce=reduce)
+    return lambda params, key, indices, data=None: run(params, key, indices, data)
 
 
 def device_batch_size(batch_size: int) -> int:
@@ -132,24 +129,51 @@ def run_trajectories(
     Returns:
         The pytree of ``fn``'s outputs, each stacked to ``[num, ...]``.
     """
+    out = []
+
+    def keep(start: int, stop: int, batch: PyTree) -> None:
+        if check is not None:
+            check(start, batch)
+        out.append(batch)
+
+    for_each_batch(fn, model, params, key, num, keep, static=static, batch_size=batch_size, progress=progress,
+                   desc=desc)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
+
+
+def _padded(start: int, size: int, a: np.ndarray) -> np.ndarray:
+    """Rows ``start .. start + size - 1`` of ``a``, zero-padded past its end."""
+    rows = a[start : start + size]
+    return np.concatenate([rows, np.zeros((size - rows.shape[0],) + a.shape[1:], a.dtype)])
+
+
+def for_each_batch(
+    fn: Callable[..., PyTree], model: Any, params: PyTree, key: Array, num: int,
+    visit: Callable[[int, int, PyTree], None], *, static: tuple = (), data: PyTree = None,
+    reduce: Callable | None = None, batch_size: int = 1024, progress: bool = False, desc: str = "trajectories",
+) -> None:
+    """The host loop under every driver: ``visit(start, stop, outputs)`` for each compiled batch, in order.
+
+    Batches hold exactly :func:`device_batch_size` ``(batch_size)`` trajectories ``start .. start + size - 1``
+    (the last one runs whole: ``stop = min(start + size, num)`` says how many count), their indices sharded over
+    the devices. ``data`` (a pytree of ``[num, ...]`` NumPy arrays) is cut per batch and zero-padded at the end;
+    ``outputs`` are NumPy arrays (after ``reduce``, see :func:`batch_function`).
+    """
     size = device_batch_size(batch_size)
-    run = batch_function(fn, model, static)
+    run = batch_function(fn, model, static, reduce)
     starts = range(0, num, size)
     bar = progress_bar(len(starts), desc) if progress else None
-    out = []
     try:
         for start in starts:
+            stop = min(start + size, num)
             indices = shard_over_devices(jnp.arange(start, start + size, dtype=jnp.uint32))
-            batch = jax.tree_util.tree_map(np.asarray, run(params, key, indices))
-            if check is not None:
-                check(start, batch)
-            out.append(batch)
+            batch_data = None if data is None else jax.tree_util.tree_map(partial(_padded, start, size), data)
+            visit(start, stop, jax.tree_util.tree_map(np.asarray, run(params, key, indices, batch_data)))
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
 
 
 def _sample(model: Any, params: PyTree, key: Array, num_steps: int) -> Array:

@@ -23,18 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._batching import (
-    device_batch_size,
-    map_trajectories,
-    progress_bar,
-    run_trajectories,
-    shard_over_devices,
-    trajectory_keys,
-)
+from epjax._batching import for_each_batch, map_trajectories, run_trajectories
 from epjax._checks import as_real_array, check_key, check_num_steps, check_positive_int, describe, is_concrete
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._reversal import reverse_tokens
-from epjax._xla import compiler_options, jit_for
 
 Array = jax.Array
 PyTree = Any
@@ -536,22 +528,23 @@ class GradientEstimate(NamedTuple):
     estimate: Estimate
 
 
-def _trajectory_gradient(model, params, key, weight, num_steps: int, reversal: Reversal, estimator: str):
-    """``grad_theta [weight ln P(x) + sigma(x)]`` for the trajectory drawn with ``key`` (weight: score term)."""
+def _trajectory_gradient(model, params, key, data, num_steps: int, reversal: Reversal, estimator: str):
+    """``grad_theta [w ln P(x) + sigma(x)]`` for the trajectory drawn with ``key``; ``data = (w, valid)``.
+
+    ``w`` is the score-function weight ``sigma_i - b_i`` (0 for the pathwise estimator).
+    """
+    weight, _ = data
 
     def objective(p):
         forward, backward = _scored(model, p, key, num_steps, reversal, estimator)
-        return weight * forward + (forward - backward)
+        return weight.astype(forward.dtype) * forward + (forward - backward)
 
     return jax.grad(objective)(params)
 
 
-def _gradient_moments(model, params, key, indices, weights, valid, num_steps, reversal, estimator):
-    """Per-batch count, mean and sum of squared deviations of the per-trajectory gradients (Chan et al.)."""
-    keys = trajectory_keys(key, indices)
-    grads = jax.vmap(lambda k, w: _trajectory_gradient(model, params, k, w, num_steps, reversal, estimator))(
-        keys, weights
-    )
+def _gradient_moments(grads: PyTree, data) -> tuple[PyTree, PyTree]:
+    """Mean and sum of squared deviations over a batch's valid trajectories (padding excluded), on the device."""
+    valid = data[1]
     count = jnp.sum(valid)
     mask = lambda g: valid.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
     mean = jax.tree_util.tree_map(lambda g: jnp.sum(mask(g) * g, axis=0) / count, grads)
@@ -623,37 +616,20 @@ def entropy_production_gradient(
         )
     s = estimate.sigmas
     weights = np.zeros(num_samples) if estimator == "pathwise" else s - (s.sum() - s) / (num_samples - 1)
-    dtype = jax.eval_shape(lambda: trajectory_log_probs(model, params, key, num_steps, reversal))[0].dtype
-    size = device_batch_size(batch_size)
-    static = dict(num_steps=num_steps, reversal=reversal, estimator=estimator)
-    try:
-        hash((model, reversal))
-        run = jit_for(model, _gradient_moments, static_argnames=("model", "num_steps", "reversal", "estimator"))
-        step = lambda idx, w, v: run(model, params, key, idx, w, v, **static)
-    except TypeError:
-        step = jax.jit(lambda idx, w, v: _gradient_moments(model, params, key, idx, w, v, **static),
-                       compiler_options=compiler_options(model) or None)
-    starts = range(0, num_samples, size)
-    bar = progress_bar(len(starts), f"EP gradient, T={num_steps}") if progress else None
-    count, mean, m2 = 0, None, None
-    try:
-        for start in starts:
-            stop = min(start + size, num_samples)
-            w = np.zeros(size)
-            w[: stop - start] = weights[start:stop]
-            valid = np.arange(size) < stop - start
-            indices = shard_over_devices(jnp.arange(start, start + size, dtype=jnp.uint32))
-            b_mean, b_m2 = step(indices, jnp.asarray(w, dtype), jnp.asarray(valid))
-            b_mean = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), b_mean)
-            b_m2 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), b_m2)
-            if mean is None:
-                count, mean, m2 = stop - start, b_mean, b_m2
-            else:
-                count, mean, m2 = _combine_moments(count, mean, m2, stop - start, b_mean, b_m2)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    moments: list = []  # [count, mean, m2], combined batch by batch in float64
+
+    def combine(start: int, stop: int, batch) -> None:
+        b_mean, b_m2 = (jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x) for x in batch)
+        if not moments:
+            moments.extend((stop - start, b_mean, b_m2))
+        else:
+            moments[:] = _combine_moments(*moments, stop - start, b_mean, b_m2)
+
+    for_each_batch(
+        _trajectory_gradient, model, params, key, num_samples, combine, static=(num_steps, reversal, estimator),
+        data=(weights, np.ones(num_samples, bool)), reduce=_gradient_moments, batch_size=batch_size,
+        progress=progress, desc=f"EP gradient, T={num_steps}",
+    )
+    count, mean, m2 = moments
     stderr = jax.tree_util.tree_map(lambda v: np.sqrt(v / (count - 1) / count), m2)
     return GradientEstimate(mean, stderr, num_samples, estimator, estimate)

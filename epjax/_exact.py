@@ -14,7 +14,7 @@ from epjax._checks import INT32_MAX, check_num_steps, check_positive_int, is_con
 from epjax._contract import AutoregressiveModel, check_model, check_params
 from epjax._estimators import Reversal, reversed_sequence, total_log_prob
 from epjax._reversal import reverse_tokens
-from epjax._xla import compiler_options, jit_for
+from epjax._xla import jit_model
 
 Array = jax.Array
 
@@ -160,19 +160,8 @@ def exact_entropy_production(
         )
         return jnp.sum(terms[0])
     check_params(model, params)
-    try:
-        hash(model)
-        hash(reversal)
-        chunk_terms = jit_for(
-            model, _chunk_terms,
-            static_argnames=("model", "num_steps", "chunk_size", "total", "reversal", "with_indices"),
-        )
-        run = lambda start: chunk_terms(model, params, start, with_indices=True, **static)
-    except TypeError:
-        run = jax.jit(
-            lambda start: _chunk_terms(model, params, start, with_indices=True, **static),
-            compiler_options=compiler_options(model) or None,
-        )
+    chunk_terms = jit_model(model, _chunk_terms, with_indices=True, **static)
+    run = lambda start: chunk_terms(params, start)
     bar = progress_bar(len(starts), f"enumerating {vocab_size}^{num_steps} paths") if progress else None
     ep, mass, dtype = 0.0, 0.0, None
     seen = np.zeros(total, dtype=bool)

@@ -97,6 +97,21 @@ def _jit(fun: Callable, options: tuple[tuple[str, str], ...], static_argnames: t
     return jax.jit(fun, static_argnames=static_argnames, compiler_options=dict(options) or None)
 
 
+def jit_model(model: Any, fun: Callable, **static: Any) -> Callable:
+    """``(*args) -> fun(model, *args, **static)``, compiled with :func:`compiler_options` of ``model``.
+
+    ``model`` and the ``static`` values are static arguments when they hash (every epjax model does: equal
+    configurations hash equal), so calls with equal values share one compilation; an unhashable model or value
+    is closed over instead, at the price of a compilation per call.
+    """
+    try:
+        hash((model, *static.values()))
+    except TypeError:
+        return jax.jit(lambda *args: fun(model, *args, **static), compiler_options=compiler_options(model) or None)
+    run = jit_for(model, fun, static_argnames=("model", *static))
+    return lambda *args: run(model, *args, **static)
+
+
 def jit_for(model: Any, fun: Callable, *, static_argnames: tuple[str, ...] = ()) -> Callable:
     """``jax.jit(fun, static_argnames=...)`` compiled with :func:`compiler_options` of ``model``.
 

@@ -28,7 +28,7 @@ from epjax._batching import map_trajectories, progress_bar, run_trajectories, sa
 from epjax._checks import check_key, check_num_steps, check_positive_int, is_concrete
 from epjax._contract import check_model, check_params
 from epjax._exact import num_sequences
-from epjax._xla import compiler_options, jit_for
+from epjax._xla import jit_model
 
 Array = jax.Array
 
@@ -113,17 +113,8 @@ def _prefix_tables(model, params, num_steps: int, chunk_size: int, progress: boo
             rows = jax.lax.map(lambda st, k=k, c=c: _prefix_rows(model, params, k, st, num_steps, c), starts)
             tables.append(rows.reshape(-1, V)[:size])
         return tables
-    try:
-        hash(model)
-        run = jit_for(model, _prefix_rows, static_argnames=("model", "num_steps", "chunk_size"))
-        rows_of = lambda k, st, c: run(model, params, jnp.int32(k), jnp.int32(st), num_steps, c)
-    except TypeError:
-        compiled = jax.jit(
-            lambda k, st, c: _prefix_rows(model, params, k, st, num_steps, c), static_argnums=2,
-            compiler_options=compiler_options(model) or None,
-        )
-        rows_of = lambda k, st, c: compiled(jnp.int32(k), jnp.int32(st), c)
     c = min(chunk_size, sizes[-1])  # one compiled chunk shape for every k
+    rows_of = jit_model(model, _prefix_rows, num_steps=num_steps, chunk_size=c)
     bar = progress_bar(sum(-(-size // c) for size in sizes), f"decomposition: {V}^{num_steps} paths", "chunk") \
         if progress else None
     tables = []
@@ -131,7 +122,7 @@ def _prefix_tables(model, params, num_steps: int, chunk_size: int, progress: boo
         for k, size in enumerate(sizes):
             chunks = []
             for st in range(0, size, c):
-                chunks.append(rows_of(k, st, c))
+                chunks.append(rows_of(params, jnp.int32(k), jnp.int32(st)))
                 if bar is not None:
                     bar.update(1)
             tables.append(jnp.concatenate(chunks)[:size])

@@ -67,7 +67,7 @@ from epjax._batching import run_trajectories
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_segments
-from epjax._xla import jit_for
+from epjax._xla import jit_model
 from epjax.stats import Interval, bootstrap_ci
 
 LEVELS = ("token", "sentence")
@@ -234,7 +234,7 @@ def _sums(model, params, x, lengths):
 
 
 def _sums_jit(model, params, x, lengths):
-    return jit_for(model, _sums, static_argnames=("model",))(model, params, x, lengths)
+    return jit_model(model, _sums)(params, x, lengths)
 
 
 def _bucket(length: int, bucket: int, max_length: int | None) -> int:
