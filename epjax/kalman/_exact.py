@@ -378,8 +378,8 @@ def _direct_setup(params: Params):
     return init, step, value
 
 
-def _by_stability(params: Params, run):
-    """``run(setup)`` with the deviation recursion when ``A`` is stable, the direct one otherwise (in-graph).
+def _by_stability(params: Params, deviation, direct):
+    """``deviation(p)`` when ``A`` is stable, ``direct(p)`` otherwise, of the whitened ``p`` (chosen in-graph).
 
     Under ``vmap`` with a batched predicate both branches are evaluated; the deviation branch then sees
     ``A = 0`` for the unstable members so that it stays finite (no NaN in their gradients).
@@ -387,11 +387,15 @@ def _by_stability(params: Params, run):
     params = _whiten(params)
     stable = _is_stable(params.A)
 
-    def deviation(p):
-        p = p._replace(A=jnp.where(stable, p.A, jnp.zeros_like(p.A)))
-        return run(_deviation_setup(p))
+    def guarded(p):
+        return deviation(p._replace(A=jnp.where(stable, p.A, jnp.zeros_like(p.A))))
 
-    return jax.lax.cond(stable, deviation, lambda p: run(_direct_setup(p)), params)
+    return jax.lax.cond(stable, guarded, direct, params)
+
+
+def _by_setup(params: Params, run):
+    """``run(setup)`` with the deviation recursion's setup when ``A`` is stable, the direct one's otherwise."""
+    return _by_stability(params, lambda p: run(_deviation_setup(p)), lambda p: run(_direct_setup(p)))
 
 
 def checkpointed_scan(f, init, xs, length: int):
@@ -442,7 +446,7 @@ def _recursive_any_length(params: Params, num_steps: Array) -> Array:
         carry = jax.lax.fori_loop(0, count % _ANY_LENGTH_CHUNK, lambda _, c: step(c), carry)
         return value(carry, num_steps.astype(params.A.dtype))
 
-    return jnp.where(num_steps == 1, 0.0, _by_stability(params, run))  # T = 1: nothing to reverse
+    return jnp.where(num_steps == 1, 0.0, _by_setup(params, run))  # T = 1: nothing to reverse
 
 
 @partial(jax.jit, static_argnames="num_steps")
@@ -456,7 +460,7 @@ def _recursive(params: Params, num_steps: int) -> Array:
         carry, _ = checkpointed_scan(lambda c, _: (step(c), None), init, None, num_steps - 1)
         return value(carry, jnp.asarray(num_steps, params.A.dtype))
 
-    return _by_stability(params, run)
+    return _by_setup(params, run)
 
 
 @partial(jax.jit, static_argnames="num_steps")
@@ -473,7 +477,7 @@ def _recursive_curve(params: Params, num_steps: int) -> Array:
         _, values = checkpointed_scan(body, init, jnp.arange(2, num_steps + 1, dtype=jnp.int32), num_steps - 1)
         return jnp.concatenate([jnp.zeros((1,), dtype), values])  # S_y(1) = 0: nothing to reverse
 
-    return _by_stability(params, run)
+    return _by_setup(params, run)
 
 
 def entropy_production_curve(params: Params, num_steps: int) -> Array:
@@ -551,13 +555,9 @@ def _direct_per_step(params: Params, num_steps: int) -> EntropyProduction:
 
 @partial(jax.jit, static_argnames="num_steps")
 def _recursive_per_step(params: Params, num_steps: int) -> EntropyProduction:
-    params = _whiten(params)
-    stable = _is_stable(params.A)
-
-    def deviation(p):
-        return _deviation_per_step(p._replace(A=jnp.where(stable, p.A, jnp.zeros_like(p.A))), num_steps)
-
-    return jax.lax.cond(stable, deviation, lambda p: _direct_per_step(p, num_steps), params)
+    return _by_stability(
+        params, lambda p: _deviation_per_step(p, num_steps), lambda p: _direct_per_step(p, num_steps)
+    )
 
 
 def entropy_production(
