@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._batching import run_trajectories
+from epjax._batching import progress_bar, run_trajectories
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_segments
@@ -425,13 +425,7 @@ def score_texts(
                 entry["sentence"] = len(rows)
                 rows.append(reverse_sentences(xs, tokenizer, sentence_rule=sentence_rule))
         plan.append(entry)
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc="scoring", unit="seq", file=sys.stderr, leave=False)
+    bar = progress_bar(len(rows), "scoring", "seq") if progress else None
     try:
         sums = log_prob_sums(model, params, rows, batch_size=batch_size, bucket=bucket, progress=bar)
     finally:
@@ -603,14 +597,7 @@ def sample_entropy_production(
     if max_length is not None and num_steps > max_length:
         raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
     tempered = model.with_temperature(temperature)
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_samples * 2, desc=f"sample T={num_steps}, tau={temperature:g}", unit="seq",
-                   file=sys.stderr, leave=False)
+    bar = progress_bar(num_samples * 2, f"sample T={num_steps}, tau={temperature:g}", "seq") if progress else None
     try:
         # The shared batching core: sample i uses fold_in(key, i), batches of one compiled shape.
         tokens, forward = run_trajectories(
