@@ -36,14 +36,12 @@ def describe(x: Any) -> str:
 INT32_MAX = 2**31 - 1
 
 
-def check_positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
-    """Return ``value`` as an int, or raise when it is not an integer in ``[minimum, maximum]``."""
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise when it is not an integer ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r} of type {type(value).__name__}.")
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"`{name}` must be an integer <= {maximum}, got {value}.")
     return int(value)
 
 

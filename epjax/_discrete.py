@@ -231,6 +231,10 @@ class DiscreteModel:
             except TypeError:  # leaves that cannot be weakly referenced (e.g. NumPy arrays): check every time
                 self.__dict__.pop("_verified_leaves", None)
 
+    def _poisoned(self, x: Array) -> Array:
+        """Bool ``[T]``: from the first id outside ``[0, vocab_size)`` on (only possible under tracing)."""
+        return jnp.cumsum((x < 0) | (x >= self.vocab_size)) > 0
+
     def next_token_log_probs(self, params: PyTree, x: Array) -> Array:
         """``[T, V]`` log-probabilities of every next token: row ``t`` is ``log p_tau(. | x_<t)``.
 
@@ -239,8 +243,7 @@ class DiscreteModel:
         x = self._checked(params, x)
         table = jax.nn.log_softmax(self.logits(params, x) / self.temperature, axis=-1)
         # Row t conditions on x_<t: NaN after an id outside [0, vocab_size) (only possible under tracing).
-        invalid = jnp.cumsum((x < 0) | (x >= self.vocab_size)) > 0
-        after = jnp.concatenate([jnp.zeros(1, bool), invalid[:-1]])
+        after = jnp.concatenate([jnp.zeros(1, bool), self._poisoned(x)[:-1]])
         return jnp.where(after[:, None], jnp.nan, table)
 
     def log_probs(self, params: PyTree, x: Array) -> Array:
@@ -257,8 +260,7 @@ class DiscreteModel:
         # The picked logit minus the log normaliser: no [T, V] table of log-probabilities is written.
         picked = jnp.take_along_axis(z, jnp.clip(x, 0, self.vocab_size - 1)[:, None].astype(jnp.int32), axis=-1)
         log_p = picked[:, 0] - jax.nn.logsumexp(z, axis=-1)
-        invalid = jnp.cumsum((x < 0) | (x >= self.vocab_size)) > 0
-        return jnp.where(invalid, jnp.nan, log_p)
+        return jnp.where(self._poisoned(x), jnp.nan, log_p)
 
     def sample_with_log_probs(self, key: Array, params: PyTree, num_steps: int) -> tuple[Array, Array]:
         """Ancestral sample of ``num_steps`` tokens (int32 ``[T]``) and their log-probabilities ``[T]``.
