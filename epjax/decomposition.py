@@ -36,6 +36,9 @@ Array = jax.Array
 class Decomposition(NamedTuple):
     """Per-step terms of the retrospective decomposition, each ``[T]`` over ``t = 1..T`` (nats, JAX arrays).
 
+    The result of every exact decomposition: :func:`exact_decomposition` (discrete models, by enumeration) and
+    :func:`epjax.kalman.decomposition` (for which ``x_t`` is the observation ``y_t`` and ``sum_t D_t`` is eq. 71).
+
     Attributes:
         D: ``D_t = L_t + M_t >= 0``; they sum to the EP.
         L: compression loss ``I(x_t ; x_{t+1:T} | g_{t+1}) >= 0``.

@@ -16,13 +16,13 @@ unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from epjax._checks import check_num_steps, is_concrete
+from epjax.decomposition import Decomposition  # one result type for every exact decomposition
 from epjax.kalman._exact import (
     DENSE_MAX_BYTES,
     _block_toeplitz,
@@ -37,42 +37,6 @@ Array = jax.Array
 
 DENSE_MAX_FLOPS = 1e12
 """Default work budget of the dense decomposition (``max_flops``): about a minute at ~15 GFLOP/s (one CPU core)."""
-
-
-class Decomposition(NamedTuple):
-    """Per-step terms of the retrospective decomposition, each ``[T]`` over original time ``t = 1..T``.
-
-    Attributes:
-        D: ``D_t = L_t + M_t >= 0``; ``sum_t D_t`` is the EP (eq. 71).
-        L: compression loss ``I(y_t ; y_{t+1:T} | g_{t+1}) >= 0``.
-        M: model mismatch ``E KL(P(y_t | g_{t+1}) || p(y_t | g_{t+1})) >= 0``.
-        forward_information: ``I(y_t ; h_{t-1})``, what the forward summary knows of ``y_t``.
-        backward_information: ``I(y_t ; g_{t+1})``, what the backward summary knows of ``y_t``.
-
-    The refined second law (eq. 101) is ``S_y >= sum_t (forward_information - backward_information) >= 0``.
-    """
-
-    D: Array
-    L: Array
-    M: Array
-    forward_information: Array
-    backward_information: Array
-
-    @property
-    def total(self) -> Array:
-        """``sum_t D_t``, the entropy production."""
-        return jnp.sum(self.D)
-
-    @property
-    def second_law_bound(self) -> Array:
-        """``sum_t [I(y_t ; h_{t-1}) - I(y_t ; g_{t+1})]``, the refined second-law lower bound (eq. 101).
-
-        It equals ``sum_t L_t`` identically: ``sum_t I(y_t ; h_{t-1}) = sum_t I(y_t ; y_{<t})`` and
-        ``sum_t I(y_t ; y_{>t})`` are both the total correlation of the path, and
-        ``L_t = I(y_t ; y_{>t}) - I(y_t ; g_{t+1})``. So ``EP - bound = sum_t M_t``: the bound is tight
-        exactly when the model's backward summary predicts as well as the true retrodiction allows.
-        """
-        return jnp.sum(self.forward_information - self.backward_information)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))

@@ -163,7 +163,7 @@ def _dare(A: Array, C: Array, Q: Array, R: Array) -> tuple[Array, Array]:
 
 @_dare.defjvp
 def _dare_jvp(primals, tangents):
-    """Tangent of the DARE from its linearisation (docs/mathematics.md §10 / docs/mathematics.md §10).
+    """Tangent of the DARE from its linearisation (docs/mathematics.md §10.2).
 
     With ``S = C P C^T + R``, ``K = P C^T S^{-1}``, ``F = A (I - K C)`` and ``M = (I - K C) P`` (so that
     ``P = A M A^T + Q``), differentiating ``M = P - P C^T S^{-1} C P`` gives
