@@ -447,3 +447,33 @@ def test_the_kalman_model_is_a_value():
     again = pickle.loads(pickle.dumps(kalman.model))
     assert again == kalman.model == kalman.KalmanModel() and hash(again) == hash(kalman.model)
     assert kalman.model != markov.MarkovChain(3)
+
+
+def test_the_traceable_cores_in_float32():
+    # JAX's default dtype: every core runs under jit/vmap/grad in float32 and agrees with its host driver.
+    gru = FAMILIES["gru"]()
+    p = gru.init(jax.random.key(0))
+    key = jax.random.key(4)
+    s = jax.jit(lambda q: epjax.sample_sigmas(key, gru, q, num_steps=6, num_samples=64))(p)
+    est = epjax.entropy_production(key, gru, p, num_steps=6, num_samples=64, batch_size=64)
+    assert s.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(s), est.sigmas, rtol=1e-5, atol=1e-5)
+    summary = jax.jit(epjax.summarize)(s)
+    assert summary.mean.dtype == jnp.float32 and float(summary.mean) == pytest.approx(est.mean, rel=1e-5, abs=1e-6)
+    g = jax.jit(jax.grad(lambda q: epjax.entropy_production_surrogate(key, gru, q, num_steps=6, num_samples=64)))(p)
+    drv = epjax.entropy_production_gradient(key, gru, p, num_steps=6, num_samples=64, batch_size=32)
+    leaf = lambda tree: np.asarray(tree["head"]["kernel"][...])
+    assert leaf(g).dtype == np.float32
+    np.testing.assert_allclose(leaf(g), leaf(drv.grad), rtol=1e-4, atol=1e-5)
+    # Exact tools with traced float32 parameters: values and gradients of the Markov chain against float64.
+    q32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), chain(0))
+    exact32 = jax.jit(lambda q: epjax.exact_entropy_production(MODEL, q, num_steps=T))(q32)
+    decomp32 = jax.jit(lambda q: dec.exact_decomposition(MODEL, q, num_steps=T).total)(q32)
+    grad32 = jax.grad(lambda q: epjax.exact_entropy_production(MODEL, q, num_steps=T))(q32)
+    with jax.enable_x64(True):
+        q64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), q32)
+        exact64 = float(markov.entropy_production(q64, T))
+        grad64 = jax.grad(lambda q: markov.entropy_production(q, T))(q64)
+    assert exact32.dtype == jnp.float32
+    assert float(exact32) == pytest.approx(exact64, rel=1e-5) and float(decomp32) == pytest.approx(exact64, rel=1e-5)
+    assert_trees_close(grad32, grad64, rtol=1e-4, atol=1e-5)
