@@ -9,7 +9,9 @@ namespaces (:mod:`epjax.kalman`, ...). The mathematics is in ``docs/mathematics.
 ``docs/architecture.md``.
 """
 
-from epjax import decomposition, kalman, markov, rnn, ssm, stats, transformer
+import importlib
+
+from epjax import decomposition, discrete, kalman, markov, rnn, ssm, stats, transformer
 from epjax._contract import AutoregressiveModel
 from epjax._estimators import (
     Estimate,
@@ -25,13 +27,33 @@ from epjax._estimators import (
 from epjax._exact import exact_entropy_production
 from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens
 from epjax._xla import compiler_options
+from epjax.discrete import DiscreteModel
 
 __version__ = "0.1.0"
+
+# Submodules with heavier imports (optax training, tokenizers, file readers, plotting-side experiments) load on
+# first access, so ``import epjax`` stays light and ``epjax.train`` still works without an explicit import.
+_LAZY_SUBMODULES = ("experiments", "families", "pretrained", "text", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"epjax.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'epjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_SUBMODULES])
+
 
 __all__ = [
     "AutoregressiveModel",
     "compiler_options",
     "decomposition",
+    "discrete",
+    "DiscreteModel",
     "Estimate",
     "entropy_production",
     "entropy_production_gradient",

@@ -9,7 +9,7 @@ The model must provide the *state extension* of the contract::
 
     model.next_token_log_probs(params, x) -> [T, V]     # row t: log q(. | x_<t), row 0 the initial law
 
-(every :class:`epjax._discrete.DiscreteModel` family has it). The backward summary ``g_{t+1}`` enters only
+(every :class:`epjax.discrete.DiscreteModel` family has it). The backward summary ``g_{t+1}`` enters only
 through the law ``q(. | g_{t+1})`` it induces, so futures are grouped by that law: this is the model's state up
 to states that predict identically (for a first-order chain, the last token), and ``D_t = L_t + M_t`` holds
 exactly with it.

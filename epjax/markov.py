@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax._checks import as_real_array, check_finite, check_num_steps, check_positive_int, describe, is_concrete
-from epjax._discrete import DiscreteModel, check_temperature
+from epjax.discrete import DiscreteModel, check_temperature
 
 Array = jax.Array
 

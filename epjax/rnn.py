@@ -52,8 +52,8 @@ import numpy as np
 from flax import nnx
 
 from epjax._checks import check_positive_int
-from epjax._discrete import DiscreteModel, check_temperature
 from epjax._xla import XLA_CPU_EMITTERS
+from epjax.discrete import DiscreteModel, check_temperature
 
 Array = jax.Array
 PyTree = Any

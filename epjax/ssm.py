@@ -60,8 +60,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from epjax._checks import check_positive_int
-from epjax._discrete import DiscreteModel, check_temperature, frozen_config
 from epjax._xla import XLA_CPU_EMITTERS
+from epjax.discrete import DiscreteModel, check_temperature, frozen_config
 
 Array = jax.Array
 PyTree = Any

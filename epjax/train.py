@@ -20,8 +20,8 @@ import numpy as np
 import optax
 
 from epjax._checks import check_positive_int, describe
-from epjax._discrete import DiscreteModel, check_param_tree
 from epjax._xla import compiler_options
+from epjax.discrete import DiscreteModel, check_param_tree
 
 Array = jax.Array
 PyTree = Any

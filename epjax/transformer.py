@@ -16,7 +16,7 @@ pass (``O(T^2)`` attention). Decoding (:meth:`Model.initial`, :meth:`Model.step`
 key/value :class:`Cache` of ``context_length + 1`` positions, because the sampler's last step also consumes
 ``x_T`` at position ``T``; each new token costs one row of work per layer plus attention over the cache,
 never a recomputation of the prefix. Sampling ``T`` tokens runs the decoder in up to four consecutive scans
-(``epjax._discrete.decode_windows``), each over the cache cut to the positions it can reach
+(``epjax.discrete.decode_windows``), each over the cache cut to the positions it can reach
 (:meth:`Model.fit_cache`): attention then reads on average 5/8 of ``T + 1`` slots per token instead of all
 ``context_length + 1`` (sampling 13.6 s -> 7.6 s at width 256, T = 256, B = 256 on a 2-core CPU).
 
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from epjax._discrete import DiscreteModel, check_temperature, fit_slots
 from epjax._xla import XLA_CPU_EMITTERS
+from epjax.discrete import DiscreteModel, check_temperature, fit_slots
 
 Array = jax.Array
 State = Any  # an ``nnx.State``: the pure parameter pytree of :class:`GPT`

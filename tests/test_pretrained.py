@@ -33,7 +33,7 @@ gguf = pytest.importorskip("gguf")
 tokenizers = pytest.importorskip("tokenizers")
 
 from epjax import pretrained  # noqa: E402
-from epjax._discrete import DiscreteModel  # noqa: E402
+from epjax.discrete import DiscreteModel  # noqa: E402
 from epjax.pretrained import llama  # noqa: E402
 from epjax.pretrained import tokenizer as tokenizer_lib  # noqa: E402
 

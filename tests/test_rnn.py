@@ -12,7 +12,7 @@ from flax import nnx
 
 import epjax
 from epjax import rnn
-from epjax._discrete import DiscreteModel
+from epjax.discrete import DiscreteModel
 
 # --- the oracle: PyTorch's gate equations written out in NumPy (float64) ------------------------------------
 

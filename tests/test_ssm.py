@@ -12,7 +12,7 @@ from flax import nnx
 
 import epjax
 from epjax import ssm
-from epjax._discrete import DiscreteModel
+from epjax.discrete import DiscreteModel
 
 KINDS = ("s4d", "mamba")
 TINY = dict(d_model=4, num_layers=2, d_state=3, expand=2, d_conv=3, dt_min=0.1, dt_max=1.0)

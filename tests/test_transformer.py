@@ -12,7 +12,7 @@ from flax import nnx
 
 import epjax
 from epjax import transformer
-from epjax._discrete import DiscreteModel, decode_windows, fit_slots
+from epjax.discrete import DiscreteModel, decode_windows, fit_slots
 
 TINY = dict(vocab_size=3, context_length=6, num_layers=2, num_heads=2, embed_size=8)
 

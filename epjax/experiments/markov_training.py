@@ -55,9 +55,9 @@ import numpy as np
 from epjax import markov, rnn, ssm, train, transformer
 from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
-from epjax._discrete import DiscreteModel
 from epjax._estimators import Estimate, entropy_production
 from epjax._xla import jit_for
+from epjax.discrete import DiscreteModel
 
 Array = jax.Array
 PyTree = Any

@@ -1,6 +1,6 @@
 """Pretrained language models as autoregressive models: Llama GGUF files, GPT-2 checkpoints (docs/mathematics.md §7).
 
-Both loaders return ``(model, params, tokenizer)``: a :class:`~epjax._discrete.DiscreteModel` (``log_probs``,
+Both loaders return ``(model, params, tokenizer)``: a :class:`~epjax.discrete.DiscreteModel` (``log_probs``,
 ``sample``, ``with_temperature``), its parameters as a pytree of ``jnp`` arrays, and a
 :class:`~epjax.pretrained.tokenizer.Tokenizer`. The model is conditioned on a BOS token that is not part of
 the scored sequence ``x``, in both directions (docs/mathematics.md §7), so ``sigma(model, params, x)`` is the EP

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epjax import transformer
-from epjax._discrete import check_temperature
+from epjax.discrete import check_temperature
 from epjax.pretrained.tokenizer import Tokenizer
 
 _SAFETENSORS_DTYPES = {

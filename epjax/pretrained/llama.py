@@ -22,7 +22,7 @@ The layers are stacked (leading axis ``num_layers``) and run with one ``lax.scan
 short for deep models. Scoring ``T <= context_length`` tokens is one parallel causal pass. Decoding
 (:meth:`Model.initial`, :meth:`Model.step`) keeps a fixed-size key/value cache of ``context_length + 1``
 positions (BOS plus every token the sampler may consume); sampling ``T`` tokens cuts it to the ``T + 1``
-positions it can reach and grows it in up to four windows (``epjax._discrete.decode_windows``), as
+positions it can reach and grows it in up to four windows (``epjax.discrete.decode_windows``), as
 :mod:`epjax.transformer` does.
 
 >>> import jax
@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._discrete import DiscreteModel, check_temperature, fit_slots
+from epjax.discrete import DiscreteModel, check_temperature, fit_slots
 from epjax.pretrained._gguf import GGUFFile, metadata_value
 
 Array = jax.Array
