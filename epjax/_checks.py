@@ -6,6 +6,7 @@ arguments are tracers and only static facts (shapes, dtypes) can be checked. ``i
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -43,6 +44,21 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
     return int(value)
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as a float, or raise when it is not a finite real number ``> 0`` (booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r} of type {type(value).__name__}.")
+    if not 0 < value < math.inf:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def check_dtype_available(dtype: Any, *, name: str = "dtype") -> None:
+    """Refuse a 64-bit dtype while JAX runs in 32-bit mode (JAX would silently compute in float32)."""
+    if jax.dtypes.canonicalize_dtype(np.dtype(dtype)) != np.dtype(dtype):
+        raise ValueError(f"`{name}` = {str(np.dtype(dtype))!r} needs 64-bit JAX: use `with jax.enable_x64(True):`.")
 
 
 def check_num_steps(value: Any, *, name: str = "num_steps") -> int:
@@ -136,9 +152,7 @@ def check_symmetric_positive_definite(name: str, x: Any) -> None:
         raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
     eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
     if eig_min <= 0.0:
-        raise ValueError(
-            f"`{name}` must be positive definite, got smallest eigenvalue {eig_min:.3g}."
-        )
+        raise ValueError(f"`{name}` must be positive definite, got smallest eigenvalue {eig_min:.3g}.")
 
 
 def check_symmetric_positive_semidefinite(name: str, x: Any) -> None:
@@ -154,9 +168,7 @@ def check_symmetric_positive_semidefinite(name: str, x: Any) -> None:
         raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
     eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
     if eig_min < -_symmetry_tolerance(x) * scale:
-        raise ValueError(
-            f"`{name}` must be positive semi-definite, got smallest eigenvalue {eig_min:.3g}."
-        )
+        raise ValueError(f"`{name}` must be positive semi-definite, got smallest eigenvalue {eig_min:.3g}.")
 
 
 def _symmetry_tolerance(x: Any) -> float:
