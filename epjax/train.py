@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from epjax import families
 from epjax._checks import check_positive_int, describe
 from epjax._xla import compiler_options
 from epjax.discrete import DiscreteModel, check_param_tree
@@ -152,8 +152,8 @@ def train(
     data = check_sequences("data", data, model.vocab_size)
     if eval_data is not None:
         eval_data = check_sequences("eval_data", eval_data, model.vocab_size)
-    callback_every = config.eval_every if callback_every is None else check_positive_int(
-        "callback_every", callback_every
+    callback_every = (
+        config.eval_every if callback_every is None else check_positive_int("callback_every", callback_every)
     )
     opt = optimizer(config)
     opt_state = opt.init(params)
@@ -219,29 +219,13 @@ _META_KEY = "__epjax_meta__"
 
 
 def model_spec(model: DiscreteModel) -> dict:
-    """``{"family", "config", "temperature"}``: enough to rebuild ``model`` with :func:`build_model`."""
-    family = getattr(model, "family", None)
-    config = getattr(model, "config", None)
-    if family is None or config is None or not dataclasses.is_dataclass(config):
-        raise ValueError(
-            f"`model` must be an epjax family model with `family` and a dataclass `config`, got {model!r}."
-        )
-    return {"family": family, "config": dataclasses.asdict(config), "temperature": float(model.temperature)}
+    """``{"family", "config", "temperature"}``: enough to rebuild ``model`` (:func:`epjax.families.model_spec`)."""
+    return families.model_spec(model)
 
 
 def build_model(spec: dict) -> DiscreteModel:
-    """Rebuild a model from :func:`model_spec`'s dictionary (``epjax.<family>.Model(Config(**config))``)."""
-    family = spec.get("family")
-    if not isinstance(family, str) or not family.isidentifier():
-        raise ValueError(f"model spec must name a family, got {family!r}.")
-    try:
-        module = importlib.import_module(f"epjax.{family}")
-    except ImportError:
-        raise ValueError(f"unknown model family {family!r} (no module epjax.{family}).") from None
-    if not hasattr(module, "Model") or not hasattr(module, "Config"):
-        raise ValueError(f"module epjax.{family} does not define Model and Config.")
-    config = module.Config(**spec["config"])
-    return module.Model(config, temperature=spec.get("temperature", 1.0))
+    """Rebuild a model from :func:`model_spec`'s dictionary through the family registry (:mod:`epjax.families`)."""
+    return families.build_model(spec)
 
 
 def save(path: str | os.PathLike, model: DiscreteModel, params: PyTree, *, extra: dict | None = None) -> None:

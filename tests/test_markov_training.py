@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from epjax import markov, rnn, train
+from epjax import families, markov, rnn, train
 from epjax.experiments import markov_training as mt
 
 CHAIN = mt.make_chain()
@@ -95,29 +95,29 @@ def test_sequence_losses_match_log_probs():
 
 
 def test_family_model():
-    assert isinstance(mt.family_model("markov", 4), markov.MarkovChain)
-    gru = mt.family_model("rnn", 4, size="tiny")
+    assert isinstance(families.new_model("markov", 4), markov.MarkovChain)
+    gru = families.new_model("rnn", 4, size="tiny")
     assert isinstance(gru, rnn.Model) and gru.config.hidden_size == 16 and gru.config.cell == "gru"
-    lstm = mt.family_model("rnn", 4, width=12, layers=2, cell="lstm")
+    lstm = families.new_model("rnn", 4, width=12, layers=2, cell="lstm")
     assert (lstm.config.hidden_size, lstm.config.num_layers, lstm.config.cell) == (12, 2, "lstm")
     with pytest.raises(ValueError, match="`family` must be one of"):
-        mt.family_model("gpt", 4)
+        families.new_model("gpt", 4)
     with pytest.raises(ValueError, match="`size` must be one of"):
-        mt.family_model("rnn", 4, size="huge")
+        families.new_model("rnn", 4, size="huge")
 
 
 def test_family_model_transformer_and_ssm():
     transformer = pytest.importorskip("epjax.transformer")
     ssm = pytest.importorskip("epjax.ssm")
-    tf = mt.family_model("transformer", 4, context_length=12, width=16)
+    tf = families.new_model("transformer", 4, context_length=12, width=16)
     assert isinstance(tf, transformer.Model) and tf.max_length == 12 and tf.config.num_heads == 2
-    mamba = mt.family_model("ssm", 4, size="tiny")
+    mamba = families.new_model("ssm", 4, size="tiny")
     assert isinstance(mamba, ssm.Model) and mamba.config.kind == "mamba" and mamba.config.d_model == 16
-    assert mt.family_model("ssm", 4, ssm_kind="s4d").config.kind == "s4d"
+    assert families.new_model("ssm", 4, ssm_kind="s4d").config.kind == "s4d"
     with pytest.raises(ValueError, match="`context_length` is required"):
-        mt.family_model("transformer", 4)
+        families.new_model("transformer", 4)
     with pytest.raises(ValueError, match="divisible by its number of heads"):
-        mt.family_model("transformer", 4, context_length=8, width=10, num_heads=4)
+        families.new_model("transformer", 4, context_length=8, width=10, num_heads=4)
 
 
 def test_train_on_chain_records_and_judges():

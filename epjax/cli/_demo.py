@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import jax
 
+from epjax import families
 from epjax.cli._base import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -103,7 +104,7 @@ def _demo_neural(args: argparse.Namespace) -> bool:
     chain = mt.make_chain()
     data = mt.sample_sequences(jax.random.key(args.seed), chain, settings["sequences"], L)
     num_train = settings["sequences"] - settings["held_out"]
-    model = mt.family_model("rnn", chain.vocab_size, size="tiny", width=settings["width"], cell="gru")
+    model = families.new_model("rnn", chain.vocab_size, size="tiny", width=settings["width"], cell="gru")
     config = train_lib.TrainConfig(
         steps=settings["steps"], batch_size=settings["batch_size"], learning_rate=settings["learning_rate"],
         warmup_steps=settings["steps"] // 10, eval_every=settings["steps"],

@@ -28,7 +28,7 @@ from epjax.cli._base import (
     write_json,
 )
 
-NEURAL_FAMILIES = ("rnn", "transformer", "ssm", "markov")
+NEURAL_FAMILIES = tuple(f.name for f in epjax.families.trainable())
 TRAIN_DATA_SUFFIXES = (".npy",)  # anything else is read as text: one sequence of token ids per line
 
 
@@ -236,7 +236,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError("--hidden, --layers and --heads do not apply to --family markov.")
     data = prepare_training_data(args)
     length = int(data.train.shape[1])
-    model = mt.family_model(
+    model = epjax.families.new_model(
         args.family, data.vocab_size, context_length=length, size=args.size, width=args.hidden,
         layers=args.layers, cell=args.cell, ssm_kind=args.ssm_kind, num_heads=args.heads,
     )

@@ -14,7 +14,7 @@ EP is a property of one model's path law (docs/mathematics.md §2), so a model t
 sequences
 must have ``S_model(T) -> S_chain(T)`` as its held-out loss approaches ``l*``. This module runs that
 experiment: build the chain (:func:`make_chain`), sample data (:func:`sample_sequences`), build a model of
-any family (:func:`family_model`) and train it while measuring its Monte Carlo EP at checkpoints
+any family (:func:`epjax.families.new_model`) and train it while measuring its Monte Carlo EP at checkpoints
 (:func:`train_on_chain`).
 
 How close is close enough. Let ``eps`` be the model's excess held-out loss per token over the chain's,
@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax import markov, rnn, ssm, train, transformer
+from epjax import markov, train
 from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
 from epjax._estimators import Estimate, entropy_production
@@ -66,17 +66,6 @@ DEFAULT_CHAIN_SEED = 20
 """Seed of the default chain: with 4 tokens and concentration 1 it is clearly irreversible (r = 0.385
 nats/step, entropy rate h = 1.206 nats) and every transition has probability >= 0.068, so all of them are seen
 often in a few thousand training sequences."""
-
-FAMILIES = ("rnn", "transformer", "ssm", "markov")
-
-# Preset sizes per family: (width, layers). Width is the RNN hidden size, the Transformer embedding size and
-# the SSM's d_model.
-SIZES: dict[str, dict[str, tuple[int, int]]] = {
-    "rnn": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
-    "transformer": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
-    "ssm": {"tiny": (16, 1), "small": (32, 1), "medium": (64, 2)},
-}
-
 
 class Chain(NamedTuple):
     """A stationary first-order Markov chain with its exact reference values (float64 numbers).
@@ -184,65 +173,6 @@ def sample_sequences(key: Array, chain: Chain, num_sequences: int, length: int) 
     length = check_positive_int("length", length)
     data = sample_trajectories(key, chain.model, chain.params, num_steps=length, num=num_sequences)
     return np.asarray(data, dtype=np.int32)
-
-
-def family_model(
-    family: str,
-    vocab_size: int,
-    *,
-    context_length: int | None = None,
-    size: str = "small",
-    width: int | None = None,
-    layers: int | None = None,
-    cell: str = "gru",
-    ssm_kind: str = "mamba",
-    num_heads: int | None = None,
-) -> DiscreteModel:
-    """A fresh model of a family at a preset size (:data:`SIZES`), with optional overrides.
-
-    Args:
-        family: ``"rnn"``, ``"transformer"``, ``"ssm"`` or ``"markov"`` (a chain fitted directly: the
-            well-specified reference).
-        vocab_size: alphabet size ``V``.
-        context_length: longest sequence the Transformer handles (required for it, ignored otherwise).
-        size: ``"tiny"``, ``"small"`` or ``"medium"``.
-        width: overrides the preset width (RNN hidden size, Transformer embedding size, SSM ``d_model``).
-        layers: overrides the preset number of layers.
-        cell: RNN cell, ``"gru"``, ``"lstm"`` or ``"elman"``.
-        ssm_kind: ``"mamba"`` (selective) or ``"s4d"`` (linear time-invariant).
-        num_heads: Transformer attention heads (default: 2, or 4 from width 64).
-
-    Returns:
-        The model (``epjax.rnn.Model``, ``epjax.transformer.Model``, ``epjax.ssm.Model`` or
-        ``epjax.markov.MarkovChain``).
-    """
-    if family not in FAMILIES:
-        raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")
-    vocab_size = check_positive_int("vocab_size", vocab_size)
-    if family == "markov":
-        return markov.MarkovChain(vocab_size)
-    if size not in SIZES[family]:
-        raise ValueError(f"`size` must be one of {tuple(SIZES[family])}, got {size!r}.")
-    preset_width, preset_layers = SIZES[family][size]
-    width = preset_width if width is None else check_positive_int("width", width)
-    layers = preset_layers if layers is None else check_positive_int("layers", layers)
-    if family == "rnn":
-        return rnn.Model(rnn.Config(vocab_size, hidden_size=width, num_layers=layers, cell=cell))
-    if family == "ssm":
-        d_state = 8 if width <= 32 else 16
-        config = ssm.Config(vocab_size, kind=ssm_kind, d_model=width, num_layers=layers, d_state=d_state)
-        return ssm.Model(config)
-    if context_length is None:
-        raise ValueError("`context_length` is required for a Transformer (the longest sequence it handles).")
-    context_length = check_positive_int("context_length", context_length)
-    heads = (4 if width >= 64 else 2) if num_heads is None else check_positive_int("num_heads", num_heads)
-    if width % heads:
-        raise ValueError(f"the Transformer width {width} must be divisible by its number of heads {heads}.")
-    return transformer.Model(
-        transformer.Config(
-            vocab_size, context_length=context_length, num_layers=layers, num_heads=heads, embed_size=width
-        )
-    )
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -402,7 +332,7 @@ def train_on_chain(
 
     Args:
         key: a ``jax.random`` key (initialisation, batches, EP sampling).
-        model: a discrete family model (e.g. from :func:`family_model`).
+        model: a discrete family model (e.g. from :func:`epjax.families.new_model`).
         chain: the chain that generated the data.
         train_data: training sequences ``[N, L]``.
         eval_data: held-out sequences ``[M, L']``.
