@@ -22,13 +22,19 @@ import jax
 import numpy as np
 
 import epjax
+from epjax.experiments.report import (  # format_table, json_number: shared by the command modules
+    Provenance,
+    Result,
+    format_table,  # noqa: F401 - re-exported for the command modules
+    json_number,  # noqa: F401 - re-exported for the command modules
+    save_figure,
+)
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-
 
 
 @dataclass(frozen=True)
@@ -130,46 +136,11 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
         raise ValueError(f"--csv {path}: cannot write the file ({exc.strerror or exc}).") from None
 
 
-def save_figure(fig: Any, path: str | Path) -> None:
-    """Save a matplotlib figure for ``--plot`` (the extension sets the format)."""
-    try:
-        fig.savefig(path, dpi=150)
-    except OSError as exc:
-        raise ValueError(f"--plot {path}: cannot write the file ({exc.strerror or exc}).") from None
-
-
 def print_written(args: argparse.Namespace, *options: str) -> None:
     """One line naming the output files written, e.g. ``wrote json r.json, plot r.png``."""
     written = [f"{opt} {getattr(args, opt)}" for opt in options if getattr(args, opt, None) is not None]
     if written:
         print("\nwrote " + ", ".join(written))
-
-
-def json_number(x: float | None) -> float | None:
-    """``None`` for missing or non-finite values, so that the output is strict JSON."""
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    """A plain-text table: right-aligned columns separated by two spaces, a rule under the header.
-
-    Args:
-        headers: column titles.
-        rows: the cells, already formatted as strings.
-        indent: prefix of every line.
-
-    Returns:
-        The table as one string (no trailing newline).
-    """
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [
-        "  ".join(str(cell).rjust(width) for cell, width in zip(line, widths, strict=True))
-        for line in [headers, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(indent + line for line in lines)
 
 
 def format_matrix(x: Any) -> str:
@@ -181,6 +152,7 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, disable=not enabled, leave=False)
+
 
 def positive_float(text: str) -> float:
     try:
@@ -208,15 +180,49 @@ def open_fraction(text: str) -> float:
 open_fraction.__name__ = "fraction"
 
 
+def emit(result: Result, args: argparse.Namespace, *, outputs: Sequence[str] = ("json", "csv", "plot")) -> int:
+    """Render an experiment's result for a command: the terminal text and the files the user asked for.
+
+    Prints :meth:`Result.table`; writes ``--json`` (the result's dictionary under a ``provenance`` header: the
+    command line, versions, device, seed and the SHA-256 of every file the experiment read), ``--csv`` (a plain
+    CSV table, its header the first line) and ``--plot`` (the figure, with the provenance in its metadata); then
+    one "wrote" line.
+
+    Args:
+        result: what the experiment returned.
+        args: the parsed command line (``json``, ``csv``, ``plot``, ``seed`` attributes where the command has
+            them).
+        outputs: which of the output options this command offers.
+
+    Returns:
+        The exit status: :data:`EXIT_CHECK_FAILED` when the result's checks failed (``result.passed is False``),
+        else :data:`EXIT_OK`.
+    """
+    provenance = Provenance.collect(
+        seed=getattr(args, "seed", None), inputs=result.inputs, command=getattr(args, "command_line", None)
+    )
+    print(result.table())
+    if "json" in outputs and getattr(args, "json", None) is not None:
+        write_json(args.json, {"provenance": provenance.to_json(), **result.to_json()})
+    if "csv" in outputs and getattr(args, "csv", None) is not None:
+        write_csv(args.csv, result.csv_header(), result.csv_rows())
+    if "plot" in outputs and getattr(args, "plot", None) is not None:
+        figure = result.plot()
+        try:
+            save_figure(figure, args.plot, provenance)
+        except ValueError as err:
+            raise ValueError(f"--plot {err}") from None
+    print_written(args, *outputs)
+    return EXIT_CHECK_FAILED if result.passed is False else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``epjax`` argument parser with one subparser per registered :class:`Command`."""
     parser = argparse.ArgumentParser(
         prog="epjax",
         description="Entropy production (the arrow of time) of autoregressive generative models, in JAX.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"epjax {epjax.__version__} (jax {jax.__version__})"
-    )
+    parser.add_argument("--version", action="version", version=f"epjax {epjax.__version__} (jax {jax.__version__})")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -240,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.code is None:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.command_line = ["epjax", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]
     try:
         return COMMANDS[args.command].run(args)
     except ValueError as exc:
@@ -248,4 +255,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("epjax: interrupted", file=sys.stderr)
         return 130
-
