@@ -4,18 +4,12 @@ jaxlib 0.10's CPU backend routes matrix products, and the element-wise work it f
 YNNPACK by default (``xla_cpu_experimental_ynn_fusion_type``). Those fusions materialise every scalar
 constant of a fused element-wise op as a full-size array (GPT-2's GELU has four), and one fusion of a whole
 MLP and the read-out ran at half the speed of the same products apart. For the small-width neural families
-XLA's own CPU code generation is faster on the 2-core AVX2 machine of ``benchmarks/RESULTS.md`` (float32,
-B = 256, T = 256, width 256): Transformer scoring 6.0 s -> 2.5 s and sampling 7.6 s -> 5.2 s, Mamba's EP
-estimate 11.4 s -> 9.0 s, LSTM 5.1 s -> 4.7 s, GRU, Elman and S4D within the run-to-run spread. Elsewhere
-the defaults are as fast or faster: SmolLM2 (width 576, 30 layers under one ``lax.scan``, vocabulary
-49,152) scores 60 texts in 10.6 s with them and 12.8 s without, and the float64 Kalman Monte Carlo batch
-(1,024 trajectories of 1,000 steps) takes 0.18 s with them and 0.19-0.23 s without. So the choice is the
-model's: a model may carry ``xla_cpu_options``, a mapping of XLA options for CPU compilations of its
-computations (:mod:`epjax.rnn`, :mod:`epjax.transformer` and :mod:`epjax.ssm` carry
-:data:`XLA_CPU_EMITTERS`), and epjax's estimators, enumeration, text scoring and training steps compile
-with them (one training step, B = 32, T = 128: Mamba 2.74 s -> 1.89 s, GRU unchanged, the Transformer
-0.72 s -> 0.79-0.89 s, the one case measured slower, kept for one rule per model). :func:`compiler_options`
-hands the same options to users who compose a model into their own ``jax.jit``.
+XLA's own CPU code generation is faster; for SmolLM2 and the float64 Kalman batches the defaults are as fast
+or faster (the measurements are in ``benchmarks/RESULTS.md``, "Measurements moved out of docstrings"). So the
+choice is the model's: a model may carry ``xla_cpu_options``, a mapping of XLA options for CPU compilations of
+its computations (:mod:`epjax.rnn`, :mod:`epjax.transformer` and :mod:`epjax.ssm` carry
+:data:`XLA_CPU_EMITTERS`), and epjax's estimators, enumeration, text scoring and training steps compile with
+them. :func:`compiler_options` hands the same options to users who compose a model into their own ``jax.jit``.
 """
 
 from __future__ import annotations

@@ -188,8 +188,8 @@ def cell_update(cell: str, p: PyTree, state: PyTree, gx: Array) -> PyTree:
         h, c = state
         z = gx + _linear(p, h)
         # Both nonlinearities over the whole contiguous [4 H] pre-activation, then the gates' quarters: twice
-        # the transcendental work, but XLA's CPU loops vectorise it (LSTM scoring at B = T = 256, width 256:
-        # 1.7-1.9 s -> 1.3 s, against four quarter-width fusions of sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)).
+        # the transcendental work, but XLA's CPU loops vectorise it, which was faster than four quarter-width
+        # fusions of sigmoid(i), sigmoid(f), tanh(g), sigmoid(o) (benchmarks/RESULTS.md).
         i, f, _, o = jnp.split(jax.nn.sigmoid(z), 4, axis=-1)
         g = jnp.split(jnp.tanh(z), 4, axis=-1)[2]
         c = f * c + i * g

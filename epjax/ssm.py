@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from epjax._checks import check_positive_int
+from epjax._checks import check_positive_float, check_positive_int
 from epjax._xla import XLA_CPU_EMITTERS
 from epjax.discrete import DiscreteModel, check_temperature, frozen_config
 
@@ -119,9 +119,7 @@ class Config:
         if self.dtype not in DTYPES:
             raise ValueError(f"`dtype` must be one of {DTYPES}, got {self.dtype!r}.")
         for name in ("dt_min", "dt_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+            check_positive_float(name, getattr(self, name))
         if self.dt_min > self.dt_max:
             raise ValueError(
                 f"`dt_min` must be <= `dt_max`, got dt_min={self.dt_min!r} > dt_max={self.dt_max!r}."
