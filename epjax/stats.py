@@ -1,18 +1,22 @@
-"""Statistics for EP estimates: bootstrap intervals and the exact Mann-Whitney U test (docs/mathematics.md §4, §7).
+"""Statistics for EP estimates: bootstrap intervals and the Mann-Whitney U test (docs/mathematics.md §4, §7).
 
-Host-side NumPy code (the outer, friendly layer): inputs are small arrays of per-sample or per-text values.
+Thin typed wrappers over :mod:`scipy.stats` (the outer, friendly layer, host-side NumPy): they validate their
+input with messages naming the argument, call :func:`scipy.stats.bootstrap` and
+:func:`scipy.stats.mannwhitneyu`, and return small NamedTuples.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.stats
 
 from epjax._checks import as_real_array, check_positive_int, describe
+
+#: the exact null distribution of U is used without ties up to this many pairs ``n1 n2`` (normal beyond)
+EXACT_MAX_PAIRS = 250_000
 
 
 def _as_sample(name: str, x: Any, minimum: int) -> np.ndarray:
@@ -44,6 +48,9 @@ def bootstrap_ci(
 ) -> Interval:
     """Percentile bootstrap interval of ``statistic`` (default: the mean) over i.i.d. ``values``.
 
+    :func:`scipy.stats.bootstrap` with ``method="percentile"`` and a NumPy generator seeded with ``seed``;
+    resamples are drawn in batches of about 4 M values to bound memory.
+
     Args:
         values: ``[N]`` sample values, ``N >= 2``.
         statistic: maps ``[..., N]`` resamples to ``[...]`` (vectorised over leading axes).
@@ -61,16 +68,17 @@ def bootstrap_ci(
     num_resamples = check_positive_int("num_resamples", num_resamples)
     if not 0 < confidence < 1:
         raise ValueError(f"`confidence` must be in (0, 1), got {confidence!r}.")
-    rng = np.random.default_rng(seed)
-    stats = []
-    chunk = max(1, 2**22 // v.size)  # bound memory of the resample matrix
-    for start in range(0, num_resamples, chunk):
-        size = min(chunk, num_resamples - start)
-        idx = rng.integers(0, v.size, size=(size, v.size))
-        stats.append(np.asarray(statistic(v[idx])))
-    stats = np.concatenate(stats)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    result = scipy.stats.bootstrap(
+        (v,),
+        lambda sample, axis: statistic(np.moveaxis(sample, axis, -1)),
+        vectorized=True,
+        n_resamples=num_resamples,
+        batch=max(1, 2**22 // v.size),  # bound the memory of the resample matrix
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
     return Interval(float(statistic(v)), float(low), float(high))
 
 
@@ -95,35 +103,12 @@ class MannWhitney(NamedTuple):
     median_y: float
 
 
-@lru_cache(maxsize=64)
-def _u_null_counts(n1: int, n2: int) -> tuple[int, ...]:
-    """Number of orderings of ``n1 + n2`` distinct values giving each ``U = 0..n1 n2`` (exact integers).
-
-    Recursion on the largest value: it belongs to the first sample (adding ``n2`` to U) or to the second.
-    """
-    # counts[m][u] for the current n, built up over n = 0..n2.
-    prev = [[1] for _ in range(n1 + 1)]  # n = 0: U = 0 only
-    for n in range(1, n2 + 1):
-        cur = [[1]]  # m = 0: U = 0 only
-        for m in range(1, n1 + 1):
-            size = m * n + 1
-            row = [0] * size
-            a = cur[m - 1]  # largest in x: f(m-1, n, u - n)
-            for u, c in enumerate(a):
-                row[u + n] += c
-            b = prev[m]  # largest in y: f(m, n-1, u)
-            for u, c in enumerate(b):
-                row[u] += c
-            cur.append(row)
-        prev = cur
-    return tuple(prev[n1])
-
-
 def mann_whitney_u(x: Any, y: Any) -> MannWhitney:
     """Two-sided Mann-Whitney U test with the rank-biserial correlation (EP paper §5, Fig. 4).
 
-    Exact (the null distribution of U by counting orderings) when there are no ties, otherwise the normal
-    approximation with tie and continuity corrections; matches ``scipy.stats.mannwhitneyu`` in both cases.
+    :func:`scipy.stats.mannwhitneyu` with ``method="exact"`` (the exact null distribution of U) when there are
+    no ties and ``n1 n2 <= EXACT_MAX_PAIRS``, otherwise ``method="asymptotic"`` (the normal approximation with
+    tie and continuity corrections).
 
     Args:
         x: ``[n1]`` first sample (``n1 >= 2``).
@@ -140,45 +125,19 @@ def mann_whitney_u(x: Any, y: Any) -> MannWhitney:
     y = _as_sample("y", y, 2)
     n1, n2 = x.size, y.size
     both = np.concatenate([x, y])
-    ranks = _average_ranks(both)
-    u = float(np.sum(ranks[:n1]) - n1 * (n1 + 1) / 2)
-    ties = both.size != np.unique(both).size
-    if not ties and n1 * n2 <= 250_000:
-        counts = _u_null_counts(n1, n2)
-        total = math.comb(n1 + n2, n1)
-        k = int(round(u))
-        cdf = sum(counts[: k + 1]) / total
-        sf = sum(counts[k:]) / total
-        p = min(1.0, 2 * min(cdf, sf))
-        method = "exact"
-    else:
-        _, tie_counts = np.unique(both, return_counts=True)
-        n = n1 + n2
-        mean = n1 * n2 / 2
-        var = n1 * n2 / 12 * ((n + 1) - np.sum(tie_counts**3 - tie_counts) / (n * (n - 1)))
-        z = (abs(u - mean) - 0.5) / math.sqrt(var) if var > 0 else 0.0
-        p = min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
-        method = "normal"
+    exact = both.size == np.unique(both).size and n1 * n2 <= EXACT_MAX_PAIRS
+    test = scipy.stats.mannwhitneyu(
+        x, y, alternative="two-sided", method="exact" if exact else "asymptotic", use_continuity=True
+    )
+    u = float(test.statistic)
     return MannWhitney(
         u=u,
-        p_value=float(p),
+        p_value=float(min(1.0, test.pvalue)),
         rank_biserial=2 * u / (n1 * n2) - 1,
-        method=method,
+        method="exact" if exact else "normal",
         median_x=float(np.median(x)),
         median_y=float(np.median(y)),
     )
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    ranks = np.empty(values.size, dtype=np.float64)
-    start = 0
-    while start < values.size:
-        stop = start
-        while stop + 1 < values.size and sorted_vals[stop + 1] == sorted_vals[start]:
-            stop += 1
-        ranks[order[start : stop + 1]] = 0.5 * (start + stop) + 1
-        start = stop + 1
-    return ranks
+__all__ = ["EXACT_MAX_PAIRS", "Interval", "MannWhitney", "bootstrap_ci", "mann_whitney_u"]

@@ -19,11 +19,26 @@ def test_mann_whitney_exact_matches_scipy(n1, n2, shift, seed):
 
 
 def test_mann_whitney_null_counts_sum_to_binomial():
+    """The exact null distribution of U, enumerated over every split of 10 ranks into 6 + 4, gives the p-values."""
+    import itertools
     import math
 
-    counts = stats._u_null_counts(6, 4)
+    n1, n2 = 6, 4
+    counts = [0] * (n1 * n2 + 1)
+    for first in itertools.combinations(range(n1 + n2), n1):
+        counts[sum(r for r in first) - n1 * (n1 - 1) // 2] += 1  # U = rank sum of x - n1 (n1 + 1) / 2, 0-based
     assert sum(counts) == math.comb(10, 4)
     assert counts == counts[::-1]  # U is symmetric about n1 n2 / 2 under the null
+    total = math.comb(n1 + n2, n1)
+    for u in range(n1 * n2 + 1):
+        # data with that U: x takes the ranks of the lexicographically first split with this U
+        first = next(c for c in itertools.combinations(range(n1 + n2), n1) if sum(c) - n1 * (n1 - 1) // 2 == u)
+        x = np.array(first, dtype=float)
+        y = np.array(sorted(set(range(n1 + n2)) - set(first)), dtype=float)
+        want = min(1.0, 2 * min(sum(counts[: u + 1]), sum(counts[u:])) / total)
+        got = stats.mann_whitney_u(x, y)
+        assert got.method == "exact" and got.u == u
+        np.testing.assert_allclose(got.p_value, want, rtol=1e-12)
 
 
 def test_mann_whitney_ties_use_normal_approximation_like_scipy():
