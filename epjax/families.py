@@ -83,31 +83,51 @@ class Family:
         return getattr(importlib.import_module(module_name), function)
 
 
-FAMILIES: Mapping[str, Family] = MappingProxyType(
-    {
-        family.name: family
-        for family in (
-            Family("rnn", "epjax.rnn", "recurrent networks: Elman, GRU, LSTM", sizes=_NEURAL_SIZES),
-            Family(
-                "transformer",
-                "epjax.transformer",
-                "GPT-style decoder",
-                sizes=_NEURAL_SIZES,
-                loader="epjax.pretrained:load_gpt2",
-            ),
-            Family("ssm", "epjax.ssm", "state-space models: S4D, Mamba", sizes=_NEURAL_SIZES),
-            Family("markov", "epjax.markov", "first-order Markov chain (exact EP)", model_class_name="MarkovChain"),
-            Family(
-                "llama",
-                "epjax.llama",
-                "Llama-family decoder (SmolLM2, Llama, Mistral-style)",
-                trainable=False,
-                loader="epjax.pretrained:load_gguf",
-            ),
-        )
-    }
-)
+_REGISTRY: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("rnn", "epjax.rnn", "recurrent networks: Elman, GRU, LSTM", sizes=_NEURAL_SIZES),
+        Family(
+            "transformer",
+            "epjax.transformer",
+            "GPT-style decoder",
+            sizes=_NEURAL_SIZES,
+            loader="epjax.pretrained:load_gpt2",
+        ),
+        Family("ssm", "epjax.ssm", "state-space models: S4D, Mamba", sizes=_NEURAL_SIZES),
+        Family("markov", "epjax.markov", "first-order Markov chain (exact EP)", model_class_name="MarkovChain"),
+        Family(
+            "llama",
+            "epjax.llama",
+            "Llama-family decoder (SmolLM2, Llama, Mistral-style)",
+            trainable=False,
+            loader="epjax.pretrained:load_gguf",
+        ),
+    )
+}
+
+FAMILIES: Mapping[str, Family] = MappingProxyType(_REGISTRY)
 """Every family epjax can build, save and load, by name."""
+
+
+def register(family: Family) -> Family:
+    """Add a family of your own to the registry, so that :func:`epjax.train.load` rebuilds its saved models.
+
+    Its module (``family.module_name``, ``"__main__"`` for a script) must define ``Config`` (a dataclass) and
+    ``Model(config, *, temperature=1.0)``; its models carry ``family = family.name`` and ``config``.
+
+    Raises:
+        ValueError: ``family`` is not a :class:`Family`, or its name is already taken by another entry.
+    """
+    if not isinstance(family, Family):
+        raise ValueError(f"`family` must be an epjax.families.Family, got {family!r}.")
+    if not family.name.isidentifier():
+        raise ValueError(f"a family's name must be an identifier, got {family.name!r}.")
+    existing = _REGISTRY.get(family.name)
+    if existing is not None and existing != family:
+        raise ValueError(f"the family name {family.name!r} is already registered ({existing.module_name}).")
+    _REGISTRY[family.name] = family
+    return family
 
 
 def names() -> tuple[str, ...]:
@@ -220,4 +240,14 @@ def build_model(spec: Mapping[str, Any]) -> Any:
     return entry.build(built, temperature=spec.get("temperature", 1.0))
 
 
-__all__ = ["FAMILIES", "Family", "build_model", "get", "model_spec", "names", "new_model", "trainable"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "build_model",
+    "get",
+    "model_spec",
+    "names",
+    "new_model",
+    "register",
+    "trainable",
+]
