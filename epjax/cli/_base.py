@@ -180,6 +180,23 @@ def open_fraction(text: str) -> float:
 open_fraction.__name__ = "fraction"
 
 
+def add_output_options(
+    parser: argparse.ArgumentParser, *, json: str | None = None, csv: str | None = None, plot: str | None = None
+) -> None:
+    """Add ``--json``, ``--csv`` and ``--plot`` (each only when its help text is given) and ``--no-progress``."""
+    for option, help_text in (("--json", json), ("--csv", csv), ("--plot", plot)):
+        if help_text is not None:
+            parser.add_argument(option, metavar="FILE", type=Path, help=help_text)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any computation when ``--json``, ``--csv`` or ``--plot`` cannot be written where asked."""
+    check_output_path("--json", getattr(args, "json", None))
+    check_output_path("--csv", getattr(args, "csv", None))
+    check_output_path("--plot", getattr(args, "plot", None), PLOT_SUFFIXES)
+
+
 def emit(result: Result, args: argparse.Namespace, *, outputs: Sequence[str] = ("json", "csv", "plot")) -> int:
     """Render an experiment's result for a command: the terminal text and the files the user asked for.
 
