@@ -16,6 +16,7 @@ unchanged.
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -23,20 +24,20 @@ import numpy as np
 
 from epjax._checks import check_num_steps, is_concrete
 from epjax.decomposition import Decomposition  # one result type for every exact decomposition
-from epjax.kalman._exact import (
+from epjax.kalman._linalg import (
     DENSE_MAX_BYTES,
-    _block_toeplitz,
-    _check_budget,
-    _markov_parameters,
-    _whiten,
+    block_toeplitz,
+    check_budget,
     check_dense_size,
+    markov_parameters,
+    whiten,
 )
 from epjax.kalman._params import Params, as_params
 
 Array = jax.Array
 
 DENSE_MAX_FLOPS = 1e12
-"""Default work budget of the dense decomposition (``max_flops``): about a minute at ~15 GFLOP/s (one CPU core)."""
+"""Default work budget of the dense decomposition (``max_flops``), in floating-point operations."""
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -82,12 +83,12 @@ def _gaussian_kl_to_standard(V: Array, B: Array, cov: Array) -> Array:
 
 @partial(jax.jit, static_argnames="num_steps")
 def _dense_decomposition(params: Params, num_steps: int) -> Decomposition:
-    params = _whiten(params)
+    params = whiten(params)
     A, C, K = params.A, params.C, params.K
     n, n_y = A.shape[0], C.shape[0]
     T = num_steps
     dtype = A.dtype
-    H = _block_toeplitz(_markov_parameters(params, T))
+    H = block_toeplitz(markov_parameters(params, T))
     Sigma = H @ H.T  # path covariance, S = I
     F = A @ (jnp.eye(n, dtype=dtype) - K @ C)
     G = A @ K
@@ -138,7 +139,7 @@ def _dense_decomposition(params: Params, num_steps: int) -> Decomposition:
 
 @partial(jax.jit, static_argnames="num_steps")
 def _recursive_decomposition(params: Params, num_steps: int) -> Decomposition:
-    params = _whiten(params)
+    params = whiten(params)
     A, C, K = params.A, params.C, params.K
     n, n_y = A.shape[0], C.shape[0]
     dtype = A.dtype
@@ -213,7 +214,7 @@ def decomposition(
     params: Params,
     num_steps: int,
     *,
-    method: str = "recursive",
+    method: Literal["recursive", "dense"] = "recursive",
     max_bytes: float = DENSE_MAX_BYTES,
     max_flops: float = DENSE_MAX_FLOPS,
 ) -> Decomposition:
@@ -272,7 +273,7 @@ def decomposition(
         check_dense_size(
             'decomposition(method="dense")', num_steps, params.obs_dim, params.A.dtype, 5, max_bytes, alternative
         )
-        max_flops = _check_budget("max_flops", max_flops)
+        max_flops = check_budget("max_flops", max_flops)
         size = num_steps * params.obs_dim
         flops = num_steps * size**3 / 3
         if flops > max_flops:

@@ -15,7 +15,7 @@ EP is unchanged, and the whitened Frobenius norm becomes the plain one.
 The recursion and float32. Eq. 73 splits the EP into per-step contributions ``c_m = 1/2 [tr(Z_m Pi_{T+1-m}) +
 tr Omega_m - n_y]`` (``m = 1..T``, time of the reversed sequence; ``Pi_tau = Cov(xhat_tau)``, ``Z_m`` and
 ``Omega_m`` from the backward recursions of ``_backward_step``). Summed as written, ``sum_m tr(...)`` and
-``T n_y`` are two O(T) numbers whose difference is the EP: in float32 the 2-D example lost 6 % at T = 1e6. When
+``T n_y`` are two O(T) numbers whose difference is the EP: in float32 they cancel catastrophically. When
 ``A`` is stable the recursion instead carries only bounded or decaying quantities. With the stationary state
 covariance ``Pbar = A (Pbar + K K^T) A^T`` one has ``Pi_tau - Pbar = -A^{tau-1} Pbar A^{(tau-1)T}``, so
 
@@ -32,27 +32,14 @@ few float32 ulps times the conditioning of the Stein equations) plus a bounded t
 the choice is made in the graph (``lax.cond``), by whether the Stein solution of ``X = A X A^T + I`` has a
 finite Cholesky factor (it is positive definite exactly when ``A`` is stable).
 
-Measured float32 relative error ``|S32 / S64 - 1|`` of ``entropy_production(params, T)`` (the float64 value of
-the same float32-rounded model as reference; ``benchmarks/gradients.py``, AMD EPYC, jax 0.10.2); in parentheses
-the direct sum used before:
-
-    model (rate)                      T = 1e3          1e4              1e5              1e6              1e7
-    paper 2-D (0.0654)                2.2e-8 (1.3e-4)  3.4e-8 (3.4e-4)  2.1e-8 (5.0e-3)  5.9e-8 (6.4e-2)  1.1e-7 (0.47)
-    paper scalar (0)                  6.3e-7 (1.0e-2)  6.3e-7 (0.53)    6.3e-7 (71)      6.3e-7 (3.8e3)   6.3e-7 (7.9e5)
-    random n=4, n_y=2 (0.745)         6.2e-7 (6.2e-6)  5.7e-7 (6.9e-5)  6.4e-7 (1.2e-3)  5.5e-7 (2.4e-2)  6.1e-7 (0.25)
-    random n=3, n_y=3 (0.200)         3.5e-7 (2.2e-5)  4.3e-7 (5.7e-4)  4.3e-7 (1.9e-3)  4.2e-7 (5.7e-2)  4.4e-7 (1.1)
-    random n=4, n_y=3 (3.00)          1.7e-7 (2.1e-5)  8.4e-8 (5.6e-5)  1.0e-7 (1.2e-3)  1.0e-7 (7.2e-3)  1.3e-7 (0.21)
-    random n=1, n_y=3 (0, reversible) 9.7e-6           9.9e-5           9.9e-4           9.9e-3           9.9e-2
-
 The documented (and tested) bound is ``1e-5`` relative for stable ``A`` with a rate that is not ~0, or with
 ``n_y = 1``; in general the error is about ``T |rate32 - rate|`` plus a bounded term, ``rate32`` being the float32
-closed-form rate (a few ulps of ``n_y`` off).
+closed-form rate (a few ulps of ``n_y`` off). The measured errors are in docs/mathematics.md §11.
 
-When the rate is 0 but ``n_y > 1`` (a reversible model with vector observations, last row: its EP saturates at
-1.50), float32 gives the closed-form rate as a few 1e-8 instead of 0, so ``S_y(T)`` has an absolute error that
-grows like ``T |rate32|``, at most about ``T eps n_y`` (``eps = 1.2e-7``; observed ``0.04 T eps n_y``, 0.15 at
-T = 1e7): use float64 for such models at large ``T``. For ``n_y = 1`` the rate is exactly 0 and the error stays
-bounded.
+When the rate is 0 but ``n_y > 1`` (a reversible model with vector observations), float32 gives the closed-form
+rate as a few 1e-8 instead of 0, so ``S_y(T)`` has an absolute error that grows like ``T |rate32|``, at most about
+``T eps n_y`` (``eps = 1.2e-7``): use float64 for such models at large ``T``. For ``n_y = 1`` the rate is exactly
+0 and the error stays bounded.
 """
 
 from __future__ import annotations
@@ -64,16 +51,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import numpy as np
 
 from epjax._checks import check_num_steps, is_concrete, spectral_radius
 from epjax._linalg import mm
+from epjax.kalman._linalg import DENSE_MAX_BYTES, block_toeplitz, check_dense_size, markov_parameters, whiten
 from epjax.kalman._params import Params, as_params, stein
 
 Array = jax.Array
-
-DENSE_MAX_BYTES = 2**31
-"""Default memory budget of the dense methods (``max_bytes``): 2 GiB."""
 
 
 class EntropyProduction(NamedTuple):
@@ -89,72 +73,13 @@ class EntropyProduction(NamedTuple):
     per_step: Array
 
 
-def _whiten(params: Params) -> Params:
-    """Innovation form of ``L^{-1} y``: ``C <- L^{-1} C``, ``K <- K L``, ``S <- I``."""
-    chol = jnp.linalg.cholesky(params.S)
-    C = jsl.solve_triangular(chol, params.C, lower=True)
-    K = params.K @ chol
-    return Params(params.A, C, K, jnp.eye(params.S.shape[0], dtype=params.S.dtype))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # dense: the reversal matrix
 
 
-def _format_bytes(num_bytes: float) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if num_bytes >= size:
-            return f"{num_bytes / size:.3g} {unit}"
-    return f"{num_bytes:.0f} bytes"
-
-
-def check_dense_size(
-    what: str, num_steps: int, obs_dim: int, dtype, copies: int, max_bytes: int, alternative: str
-) -> None:
-    """Refuse a dense computation whose ``copies`` arrays of ``[T n_y, T n_y]`` entries exceed ``max_bytes``.
-
-    Called before anything is allocated or compiled. ``copies`` is the number of such arrays alive at the peak,
-    from XLA's memory analysis of the compiled function (``jit(...).lower(...).compile().memory_analysis()``).
-    """
-    max_bytes = _check_budget("max_bytes", max_bytes)
-    size = num_steps * obs_dim
-    need = copies * size**2 * np.dtype(dtype).itemsize
-    if need > max_bytes:
-        raise ValueError(
-            f"`num_steps` = {num_steps} is too large for {what}: with n_y = {obs_dim} it needs {copies} dense "
-            f"[T n_y, T n_y] = [{size}, {size}] {np.dtype(dtype).name} arrays, about {_format_bytes(need)}, over "
-            f"the memory budget max_bytes = {_format_bytes(max_bytes)}. {alternative}"
-        )
-
-
-def _check_budget(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def _markov_parameters(params: Params, num_steps: int) -> Array:
-    """``H_l`` for ``l = 0..T-1``: ``H_0 = I``, ``H_l = C A^l K``; shape ``[T, n_y, n_y]``."""
-    n_y = params.C.shape[0]
-
-    def step(CA, _):
-        return CA @ params.A, CA @ params.K
-
-    _, CAK = jax.lax.scan(step, params.C @ params.A, None, length=num_steps - 1)  # C A^l K, l = 1..T-1
-    return jnp.concatenate([jnp.eye(n_y, dtype=params.A.dtype)[None], CAK], axis=0)
-
-
-def _block_toeplitz(blocks: Array) -> Array:
-    """Block lower-triangular Toeplitz ``[T n, T n]`` with block ``(t, s) = blocks[t - s]`` for ``t >= s``."""
-    num_steps, n, _ = blocks.shape
-    lag = jnp.arange(num_steps)[:, None] - jnp.arange(num_steps)[None, :]
-    full = jnp.where((lag >= 0)[:, :, None, None], blocks[jnp.clip(lag, 0)], 0.0)  # [T, T, n, n]
-    return full.transpose(0, 2, 1, 3).reshape(num_steps * n, num_steps * n)
-
-
 def _reversal_matrix(params: Params, num_steps: int) -> Array:
     n_y = params.C.shape[0]
-    H = _block_toeplitz(_markov_parameters(params, num_steps))
+    H = block_toeplitz(markov_parameters(params, num_steps))
     JH = jnp.flip(H.reshape(num_steps, n_y, num_steps * n_y), axis=0).reshape(H.shape)
     return jsl.solve_triangular(H, JH, lower=True, unit_diagonal=True)
 
@@ -186,7 +111,12 @@ def reversal_matrix(params: Params, num_steps: int, *, max_bytes: float = DENSE_
     params = as_params(params)
     num_steps = check_num_steps(num_steps)
     check_dense_size(
-        "the reversal matrix", num_steps, params.obs_dim, params.A.dtype, 3, max_bytes,
+        "the reversal matrix",
+        num_steps,
+        params.obs_dim,
+        params.A.dtype,
+        3,
+        max_bytes,
         'For the entropy production use kalman.entropy_production(params, num_steps, method="recursive") '
         "(no dense matrix), or raise max_bytes.",
     )
@@ -195,7 +125,7 @@ def reversal_matrix(params: Params, num_steps: int, *, max_bytes: float = DENSE_
 
 @partial(jax.jit, static_argnames="num_steps")
 def _dense(params: Params, num_steps: int) -> EntropyProduction:
-    params = _whiten(params)
+    params = whiten(params)
     n_y = params.C.shape[0]
     R = _reversal_matrix(params, num_steps)
     rows = jnp.sum(R.reshape(num_steps, n_y, -1) ** 2, axis=(1, 2))  # tr(Sigma^B_s), S = I
@@ -384,7 +314,7 @@ def _by_stability(params: Params, deviation, direct):
     Under ``vmap`` with a batched predicate both branches are evaluated; the deviation branch then sees
     ``A = 0`` for the unstable members so that it stays finite (no NaN in their gradients).
     """
-    params = _whiten(params)
+    params = whiten(params)
     stable = _is_stable(params.A)
 
     def guarded(p):
@@ -426,8 +356,8 @@ def checkpointed_scan(f, init, xs, length: int):
     return carry, ys
 
 
-# Steps per inner scan of the traced-length loop: a scan with a known trip count runs this recursion ~6x faster
-# per step on CPU than a loop whose trip count is only known at run time (measured for the 2-D example).
+# Steps per inner scan of the traced-length loop: a scan with a known trip count runs this recursion faster per
+# step on CPU than a loop whose trip count is only known at run time.
 _ANY_LENGTH_CHUNK = 256
 
 
@@ -555,9 +485,7 @@ def _direct_per_step(params: Params, num_steps: int) -> EntropyProduction:
 
 @partial(jax.jit, static_argnames="num_steps")
 def _recursive_per_step(params: Params, num_steps: int) -> EntropyProduction:
-    return _by_stability(
-        params, lambda p: _deviation_per_step(p, num_steps), lambda p: _direct_per_step(p, num_steps)
-    )
+    return _by_stability(params, lambda p: _deviation_per_step(p, num_steps), lambda p: _direct_per_step(p, num_steps))
 
 
 def entropy_production(
@@ -579,9 +507,8 @@ def entropy_production(
       Stein-type cross-covariance recursions, and the coupling of the two time directions is accumulated by
       an adjoint (finite-horizon Gramian) recursion, so no sequence is stored. For stable ``A`` the recursion
       carries deviations from the stationary regime, ``S_y(T) = T rate + bounded terms`` (module docstring),
-      which keeps float32 accurate at large ``T``: relative error at most ``1e-5`` (measured: at most 7e-7
-      for the paper examples and random models up to ``T = 1e7``; table in the module docstring), where the
-      direct sum lost 47 % on the 2-D example at ``T = 1e7``. For ``n_y > 1`` with a rate near 0 the absolute
+      which keeps float32 accurate at large ``T``: relative error at most ``1e-5`` (docs/mathematics.md
+      §11). For ``n_y > 1`` with a rate near 0 the absolute
       error grows like ``T eps n_y`` instead.
 
     Differentiable in reverse and forward mode with respect to ``params``, for every method, ``T`` and
@@ -615,7 +542,12 @@ def entropy_production(
     num_steps = check_num_steps(num_steps)
     if method == "dense":
         check_dense_size(
-            'method="dense"', num_steps, params.obs_dim, params.A.dtype, 3, max_bytes,
+            'method="dense"',
+            num_steps,
+            params.obs_dim,
+            params.A.dtype,
+            3,
+            max_bytes,
             'Use method="recursive" (the same value in O(T n^3) time and O(n^2) memory), or raise max_bytes.',
         )
         result = _dense(params, num_steps)
@@ -632,7 +564,7 @@ def entropy_production(
 @jax.jit
 def _rate(params: Params) -> Array:
     """Closed-form rate of a whitened-or-not model; NaN when ``A`` is not stable (no stationary regime)."""
-    params = _whiten(params)
+    params = whiten(params)
     stable = _is_stable(params.A)
     st = _stationary(params._replace(A=jnp.where(stable, params.A, jnp.zeros_like(params.A))))
     return jnp.where(stable, st.rate, jnp.nan)
@@ -678,6 +610,6 @@ def entropy_production_rate(params: Params) -> Array:
 
 def _rate_closed_form(params: Params) -> Array:
     """The closed-form rate without the scalar shortcut (used by tests to check it is 0 for ``n_y = 1``)."""
-    params = _whiten(as_params(params))
+    params = whiten(as_params(params))
     st = _stationary(params)
     return 0.5 * (jnp.sum(st.M * (st.M @ st.P)) + st.omega_excess)

@@ -72,9 +72,7 @@ def as_params(params: Any, *, check_stable: bool = True) -> Params:
         The validated :class:`Params`.
     """
     if not all(hasattr(params, f) for f in Params._fields):
-        raise ValueError(
-            f"`params` must be an epjax.kalman.Params(A, C, K, S), got {type(params).__name__}."
-        )
+        raise ValueError(f"`params` must be an epjax.kalman.Params(A, C, K, S), got {type(params).__name__}.")
     # Refuse None, strings, ragged lists, booleans and complex values before any conversion can cut them.
     fields = [as_real_array(f"params.{f}", getattr(params, f)) for f in Params._fields]
     dtype = _float_dtype(*fields)
