@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._batching import progress_bar, run_trajectories
+from epjax._batching import for_each_batch, progress_bar
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_segments
@@ -73,6 +73,37 @@ from epjax.stats import Interval, bootstrap_ci
 LEVELS = ("token", "sentence")
 SENTENCE_RULES = ("reader", "paper")  # epjax.pretrained.tokenizer.SENTENCE_RULES (not imported: no tokenizers)
 DEFAULT_BUCKET = 16
+
+
+class ContextLengthError(ValueError):
+    """A sequence longer than the model's context.
+
+    Attributes:
+        name: what was too long (``"text"``, ``"sequences[3]"``).
+        num_tokens: its number of tokens.
+        max_length: the model's context (``model.max_length``).
+    """
+
+    def __init__(self, name: str, num_tokens: int, max_length: int):
+        super().__init__(f"`{name}` has {num_tokens} tokens, more than the model's context of {max_length} tokens.")
+        self.name = name
+        self.num_tokens = num_tokens
+        self.max_length = max_length
+
+
+class TextError(ValueError):
+    """A text of a list refused by :func:`score_texts`: the message is ``texts[index]: <error>``.
+
+    Attributes:
+        index: the text's position in the list.
+        error: the exception that refused it (a :class:`ContextLengthError` for a text too long, else a
+            ``ValueError``).
+    """
+
+    def __init__(self, index: int, error: ValueError):
+        super().__init__(f"texts[{index}]: {error}")
+        self.index = index
+        self.error = error
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -179,11 +210,14 @@ def text_tokens(
         int32 ``[T]``.
 
     Raises:
-        ValueError: a text that is not a str, empty, not valid Unicode or too long; for ``sentences``, a text
-            whose last token does not end a sentence (without ``truncate``) or that holds no sentence end.
+        ContextLengthError: a text with more than ``max_length`` tokens.
+        ValueError: a text that is not a str, empty or not valid Unicode; for ``sentences``, a text whose last
+            token does not end a sentence (without ``truncate``) or that holds no sentence end.
     """
     sentence_rule = _check_sentence_rule(sentence_rule)
-    ids = np.asarray(tokenizer.encode(text, max_length=max_length), dtype=np.int32)
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    if max_length is not None and ids.size > max_length:
+        raise ContextLengthError("text", int(ids.size), int(max_length))
     if not sentences:
         return ids
     return _sentence_tokens(tokenizer, text, ids, truncate=truncate, sentence_rule=sentence_rule)
@@ -237,7 +271,14 @@ def _sums_jit(model, params, x, lengths):
     return jit_model(model, _sums)(params, x, lengths)
 
 
-def _bucket(length: int, bucket: int, max_length: int | None) -> int:
+def padded_length(length: int, bucket: int, max_length: int | None) -> int:
+    """The length a sequence of ``length`` tokens is padded to for batch scoring.
+
+    A multiple of ``bucket``, capped at the model's context ``max_length`` (never below ``length`` itself).
+
+    >>> padded_length(17, 16, None), padded_length(17, 16, 20), padded_length(5, 16, 20)
+    (32, 20, 16)
+    """
     size = -(-length // bucket) * bucket
     return size if max_length is None else min(size, max(max_length, length))
 
@@ -276,15 +317,13 @@ def log_prob_sums(
         if s.size == 0:
             raise ValueError(f"`sequences[{i}]` is empty: there are no tokens to score.")
         if max_length is not None and s.size > max_length:
-            raise ValueError(
-                f"`sequences[{i}]` has {s.size} tokens, more than the model's context of {max_length} tokens."
-            )
+            raise ContextLengthError(f"sequences[{i}]", int(s.size), int(max_length))
         if s.min() < 0 or s.max() >= model.vocab_size:
             raise ValueError(f"`sequences[{i}]` must hold token ids in [0, {model.vocab_size}).")
     out = np.zeros(len(seqs), np.float64)
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):
-        groups.setdefault(_bucket(s.size, bucket, max_length), []).append(i)
+        groups.setdefault(padded_length(s.size, bucket, max_length), []).append(i)
     for length, members in sorted(groups.items()):
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
@@ -350,6 +389,18 @@ def _check_levels(levels: Sequence[str]) -> tuple[str, ...]:
     return levels
 
 
+class _TextRows(NamedTuple):
+    """Where one text's sequences sit among the rows scored together (``None``: not scored)."""
+
+    num_tokens: int  # T
+    forward: int  # x
+    token: int | None  # x reversed
+    sentence_tokens: int | None  # T' after any truncation (None: no sentence level)
+    prefix: int | None  # x truncated after its last sentence end (the row of x when nothing was cut)
+    sentence: int | None  # the truncated x, sentence-reversed (None with one sentence: sigma' = 0)
+    num_blocks: int  # sentences after truncation
+
+
 def score_texts(
     model: Any,
     params: Any,
@@ -387,62 +438,60 @@ def score_texts(
         One :class:`TextScore` per text.
 
     Raises:
-        ValueError: ``texts`` not a list of str; a text that is not a str, empty, not valid Unicode or too
-            long, or (sentence level) that does not end a sentence; the message names the text's index.
+        TextError: a text that is not a str, empty, not valid Unicode or too long (its ``error`` a
+            :class:`ContextLengthError`), or (sentence level) that does not end a sentence; it names the text's
+            index (``index``) and carries the refusal (``error``).
+        ValueError: ``texts`` not a list of str, an unknown level or rule.
     """
     levels = _check_levels(levels)
     sentence_rule = _check_sentence_rule(sentence_rule)
     texts = _check_texts(texts)
     max_length = getattr(model, "max_length", None)
-    blocks = "sentence" in levels
     rows: list[np.ndarray] = []
-    plan = []
+
+    def add(row: np.ndarray) -> int:
+        rows.append(row)
+        return len(rows) - 1
+
+    plans: list[_TextRows] = []
     for i, text in enumerate(texts):
         try:
             x = text_tokens(tokenizer, text, max_length=max_length)  # encoded once for both levels
             xs = (
                 _sentence_tokens(tokenizer, text, x, truncate=truncate, sentence_rule=sentence_rule)
-                if blocks
+                if "sentence" in levels
                 else None
             )
         except ValueError as exc:
-            raise ValueError(f"texts[{i}]: {exc}") from None
-        entry = {"x": len(rows)}
-        rows.append(x)
-        if "token" in levels:
-            entry["token"] = len(rows)
-            rows.append(x[::-1].copy())
+            raise TextError(i, exc) from None
+        forward = add(x)
+        token = add(x[::-1].copy()) if "token" in levels else None
+        prefix = sentence = None
+        num_blocks = 0
         if xs is not None:
             num_blocks = int(sentence_ends(xs, tokenizer, sentence_rule=sentence_rule).sum())
-            entry["blocks"] = num_blocks
-            entry["T'"] = xs.size
-            if xs.size != x.size:
-                entry["xs"] = len(rows)
-                rows.append(xs)
-            else:
-                entry["xs"] = entry["x"]
-            if num_blocks > 1:
-                entry["sentence"] = len(rows)
-                rows.append(reverse_sentences(xs, tokenizer, sentence_rule=sentence_rule))
-        plan.append(entry)
-    bar = progress_bar(len(rows), "scoring", "seq") if progress else None
+            prefix = add(xs) if xs.size != x.size else forward
+            if num_blocks > 1:  # one sentence: sigma' = 0 exactly, nothing to score
+                sentence = add(reverse_sentences(xs, tokenizer, sentence_rule=sentence_rule))
+        plans.append(_TextRows(x.size, forward, token, None if xs is None else xs.size, prefix, sentence, num_blocks))
+    bar = progress_bar(len(rows), f"scoring {len(texts)} texts ({len(rows)} sequences)", "seq") if progress else None
     try:
         sums = log_prob_sums(model, params, rows, batch_size=batch_size, bucket=bucket, progress=bar)
     finally:
         if bar is not None:
             bar.close()
     out = []
-    for entry in plan:
-        T = int(rows[entry["x"]].size)
+    for plan in plans:
+        T = plan.num_tokens
         token = sentence = None
-        if "token" in entry:
-            s = float(sums[entry["x"]] - sums[entry["token"]])
+        if plan.token is not None:
+            s = float(sums[plan.forward] - sums[plan.token])
             token = TextSigma("token", s, s / T, T, 1)
-        if "xs" in entry:
-            Tp = entry["T'"]
-            s = float(sums[entry["xs"]] - sums[entry["sentence"]]) if "sentence" in entry else 0.0
-            sentence = TextSigma("sentence", s, s / Tp, Tp, entry["blocks"])
-        out.append(TextScore(T, float(sums[entry["x"]]), token, sentence))
+        if plan.prefix is not None:
+            Tp = plan.sentence_tokens
+            s = float(sums[plan.prefix] - sums[plan.sentence]) if plan.sentence is not None else 0.0
+            sentence = TextSigma("sentence", s, s / Tp, Tp, plan.num_blocks)
+        out.append(TextScore(T, float(sums[plan.forward]), token, sentence))
     return out
 
 
@@ -488,11 +537,17 @@ def text_sigma(
         raise ValueError(f"`text` must be a str, got {type(text).__name__}.")
     try:
         (score,) = score_texts(
-            model, params, tokenizer, [text], levels=(level,), truncate=truncate, batch_size=1,
+            model,
+            params,
+            tokenizer,
+            [text],
+            levels=(level,),
+            truncate=truncate,
+            batch_size=1,
             sentence_rule=sentence_rule,
         )
-    except ValueError as exc:  # one text: no index to name
-        raise ValueError(str(exc).removeprefix("texts[0]: ")) from None
+    except TextError as exc:  # one text: no index to name
+        raise exc.error from None
     return score.token if level == "token" else score.sentence
 
 
@@ -501,8 +556,89 @@ def text_sigma(
 # ------------------------------------------------------------------------------------------------------------
 
 
+def truncated_sentence_reversal(x: jax.Array, ends: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Traceable: ``x`` truncated after its last sentence end and sentence-reversed, padded with zeros to ``[T]``.
+
+    The kept length is ``T' = 1 + (the last t with ends[t])`` (0 when there is none); positions ``[0, T')``
+    hold ``reverse_segments(x[:T'], ends[:T'])`` and positions ``[T', T)`` hold 0, so one static shape serves
+    every sample inside a compiled batch (docs/mathematics.md §3).
+
+    Args:
+        x: int ``[T]`` token ids.
+        ends: bool ``[T]`` sentence ends.
+
+    Returns:
+        ``(y, kept)``: int ``[T]`` the reversed prefix, zero-padded, and ``T'`` (an int scalar).
+
+    >>> y, kept = truncated_sentence_reversal(jnp.arange(1, 7), jnp.array([0, 1, 0, 1, 0, 0], bool))
+    >>> y.tolist(), int(kept)
+    ([3, 4, 1, 2, 0, 0], 4)
+    """
+    num_steps = x.shape[0]
+    idx = jnp.arange(num_steps)
+    kept = jnp.max(jnp.where(ends, idx + 1, 0))
+    # The tail after the last end is the final segment of reverse_segments (which forces ends[-1]) and comes
+    # first; rolling it back to the end puts the reversed sentences at the front.
+    y = jnp.roll(reverse_segments(x, ends), kept - num_steps)
+    return jnp.where(idx < kept, y, 0), kept
+
+
+def _masked_sum(model, params, row, length):
+    return jnp.sum(jnp.where(jnp.arange(row.shape[0]) < length, model.log_probs(params, row), 0))
+
+
+def _reversal_scores(model, params, x, ends):
+    """Per sample: ``ln P`` of the token reversal and, given ``ends``, of the truncated sentence reversal.
+
+    The sentence reversal's ``ln P`` is a masked sum over the kept length; the kept length and the number of
+    sentences come with it.
+    """
+    out = {"token": _masked_sum(model, params, x[::-1], x.shape[0])}
+    if ends is not None:
+        y, kept = truncated_sentence_reversal(x, ends)
+        out.update(block=_masked_sum(model, params, y, kept), kept=kept, num_blocks=jnp.sum(ends))
+    return out
+
+
+def _sample_and_score(model, params_and_mask, key, num_steps):
+    """One sample: draw it, then score its reversals (ends from the per-vocabulary mask, or none)."""
+    params, mask = params_and_mask
+    x, forward = model.sample_with_log_probs(key, params, num_steps)
+    return {"x": x, "forward": forward, **_reversal_scores(model, params, x, None if mask is None else mask[x])}
+
+
 def _sample_with_log_probs(model, params, key, num_steps):
-    return model.sample_with_log_probs(key, params, num_steps)
+    x, forward = model.sample_with_log_probs(key, params, num_steps)
+    return {"x": x, "forward": forward}
+
+
+def _score_given_ends(model, params, key, data):
+    x, ends = data
+    return _reversal_scores(model, params, x, ends)
+
+
+def _vocabulary_mask(tokenizer: Any, vocab_size: int) -> np.ndarray | None:
+    """The paper rule's per-vocabulary sentence-end mask ``[V]``, or ``None`` when the tokenizer has none."""
+    size = getattr(tokenizer, "vocab_size", None)
+    if not isinstance(size, int) or size < 1:
+        return None
+    mask = np.zeros(vocab_size, bool)
+    ids = np.arange(min(size, vocab_size))
+    mask[ids] = np.asarray(tokenizer.sentence_ends(ids, rule="paper"), dtype=bool)
+    return mask
+
+
+def _run_batches(fn, model, params, key, num, *, static=(), data=None, batch_size, bar):
+    """``fn`` over samples ``0 .. num - 1`` in compiled batches, as NumPy arrays; the bar counts samples."""
+    out = []
+
+    def keep(start: int, stop: int, batch: Any) -> None:
+        out.append(batch)
+        if bar is not None:
+            bar.update(stop - start)
+
+    for_each_batch(fn, model, params, key, num, keep, static=static, data=data, batch_size=batch_size)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
 
 
 class SampleResult(NamedTuple):
@@ -560,7 +696,11 @@ def sample_entropy_production(
       depends on the sample (and, under the reader rule, reversal is not an involution), the block-level
       fluctuation theorem is only approximate (see the module docstring).
 
-    The forward ``ln P`` comes from sampling (KV cache), the reversed ones from batched parallel passes.
+    The forward ``ln P`` comes from sampling (KV cache), the reversed ones from parallel passes in the same
+    compiled batches: truncation and sentence reversal run on the device (:func:`truncated_sentence_reversal`,
+    masked sums), with the ends from the per-vocabulary mask under the paper rule; under the reader rule the
+    tokenizer decides the ends of each sample on the host (the rule reads characters) between sampling and
+    scoring.
     For a Transformer, load the model with ``context_length = num_steps``: the KV cache has that size.
 
     Args:
@@ -597,49 +737,76 @@ def sample_entropy_production(
     if max_length is not None and num_steps > max_length:
         raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
     tempered = model.with_temperature(temperature)
-    bar = progress_bar(num_samples * 2, f"sample T={num_steps}, tau={temperature:g}", "seq") if progress else None
+    # The paper rule's ends are a per-vocabulary mask: sampling, both reversals and the masked sums run in one
+    # compiled batch. The reader rule reads the characters around each end (the tokenizer decides them on the
+    # host), so its samples come back once for their ends before the reversals are scored on the device.
+    mask = None
+    if blocks and sentence_rule == "paper":
+        mask = _vocabulary_mask(tokenizer, model.vocab_size)
+    fused = not blocks or mask is not None
+    label = f"sample T={num_steps}, tau={temperature:g}"
+    bar = progress_bar(num_samples, label if fused else label + " (1/2 sampling)", "seq") if progress else None
     try:
-        # The shared batching core: sample i uses fold_in(key, i), batches of one compiled shape.
-        tokens, forward = run_trajectories(
-            _sample_with_log_probs, tempered, params, key, num_samples, static=(num_steps,), batch_size=batch_size,
-        )
-        forward = forward.astype(np.float64)  # [N, T] per-step log p
-        if bar is not None:
-            bar.update(num_samples)
-        rows = [x[::-1].copy() for x in tokens]
-        block_rows: dict[int, int] = {}
-        num_blocks = np.zeros(num_samples, np.int64)
-        block_lengths = np.zeros(num_samples, np.int64)
-        if blocks:
-            for i, x in enumerate(tokens):
-                ends = sentence_ends(x, tokenizer, sentence_rule=sentence_rule)
-                kept = truncate_after_last_end(x, ends)
-                if kept is None:
-                    continue
-                block_lengths[i] = kept.size
-                num_blocks[i] = int(ends[: kept.size].sum())
-                if num_blocks[i] > 1:
-                    block_rows[i] = len(rows)
-                    # The ends of `kept` are those of x up to its last end (both rules keep them on truncation).
-                    rows.append(reverse_sentences(kept, tokenizer, sentence_rule=sentence_rule))
-        if bar is not None:
-            bar.total = num_samples + len(rows)
-            bar.refresh()
-        # All rows have length <= T: a single bucket of length T, one compilation.
-        backward = log_prob_sums(tempered, params, rows, batch_size=batch_size, bucket=num_steps, progress=bar)
+        if fused:
+            out = _run_batches(
+                _sample_and_score,
+                tempered,
+                (params, None if mask is None else jnp.asarray(mask)),
+                key,
+                num_samples,
+                static=(num_steps,),
+                batch_size=batch_size,
+                bar=bar,
+            )
+        else:
+            out = _run_batches(
+                _sample_with_log_probs,
+                tempered,
+                params,
+                key,
+                num_samples,
+                static=(num_steps,),
+                batch_size=batch_size,
+                bar=bar,
+            )
+            ends = np.stack([sentence_ends(x, tokenizer, sentence_rule=sentence_rule) for x in out["x"]])
+            if bar is not None:
+                bar.reset()
+                bar.set_description(label + " (2/2 scoring)")
+            out.update(
+                _run_batches(
+                    _score_given_ends,
+                    tempered,
+                    params,
+                    key,
+                    num_samples,
+                    data=(out["x"], ends),
+                    batch_size=batch_size,
+                    bar=bar,
+                )
+            )
     finally:
         if bar is not None:
             bar.close()
-    sigma = forward.sum(axis=1) - backward[:num_samples]
+    tokens = out["x"]
+    forward = out["forward"].astype(np.float64)  # [N, T] per-step log p
+    sigma = forward.sum(axis=1) - out["token"].astype(np.float64)
     token = estimate_from_samples(sigma / num_steps)
     block_sigma = np.full(num_samples, np.nan)
-    kept_mask = block_lengths > 0
-    for i in np.flatnonzero(kept_mask):
-        # ln P of the truncated prefix is the prefix sum of the per-step log-probabilities (causal model).
-        block_sigma[i] = forward[i, : block_lengths[i]].sum() - backward[block_rows[i]] if i in block_rows else 0.0
+    block_lengths = np.zeros(num_samples, np.int64)
+    num_blocks = np.zeros(num_samples, np.int64)
     block = None
-    if blocks and kept_mask.sum() >= 2:
-        block = estimate_from_samples(block_sigma[kept_mask] / block_lengths[kept_mask])
+    if blocks:
+        block_lengths = out["kept"].astype(np.int64)
+        num_blocks = out["num_blocks"].astype(np.int64)
+        # ln P of the truncated prefix is the prefix sum of the per-step log-probabilities (causal model).
+        prefix = np.where(np.arange(num_steps) < block_lengths[:, None], forward, 0.0).sum(axis=1)
+        reversed_ = prefix - out["block"].astype(np.float64)
+        # One sentence: the reversal is the identity, sigma' = 0 exactly (not a difference of two passes).
+        block_sigma = np.where(block_lengths == 0, np.nan, np.where(num_blocks > 1, reversed_, 0.0))
+        kept_mask = block_lengths > 0
+        if kept_mask.sum() >= 2:
+            block = estimate_from_samples(block_sigma[kept_mask] / block_lengths[kept_mask])
     return SampleResult(
         temperature=float(temperature),
         num_steps=num_steps,
@@ -649,7 +816,7 @@ def sample_entropy_production(
         block_sigma=block_sigma,
         block_lengths=block_lengths,
         num_blocks=num_blocks,
-        num_dropped=int(num_samples - kept_mask.sum()) if blocks else 0,
+        num_dropped=int(np.sum(block_lengths == 0)) if blocks else 0,
         tokens=tokens,
     )
 
@@ -708,8 +875,16 @@ def fluctuation_check(
         :class:`FluctuationCheck`.
     """
     result = sample_entropy_production(
-        key, model, params, None, num_samples=num_samples, num_steps=num_steps, temperature=temperature,
-        batch_size=batch_size, blocks=False, progress=progress,
+        key,
+        model,
+        params,
+        None,
+        num_samples=num_samples,
+        num_steps=num_steps,
+        temperature=temperature,
+        batch_size=batch_size,
+        blocks=False,
+        progress=progress,
     )
     weights = np.exp(-result.sigma)
     interval = bootstrap_ci(weights, confidence=confidence)
@@ -725,14 +900,18 @@ def fluctuation_check(
 
 
 __all__ = [
+    "ContextLengthError",
+    "DEFAULT_BUCKET",
     "FluctuationCheck",
     "LEVELS",
     "SENTENCE_RULES",
     "SampleResult",
+    "TextError",
     "TextScore",
     "TextSigma",
     "fluctuation_check",
     "log_prob_sums",
+    "padded_length",
     "reverse_sentences",
     "sample_entropy_production",
     "score_texts",
@@ -740,5 +919,5 @@ __all__ = [
     "text_sigma",
     "text_tokens",
     "truncate_after_last_end",
+    "truncated_sentence_reversal",
 ]
-
