@@ -165,6 +165,8 @@ class SampledTextEP(Result):
         Given ``axes``, draws the histograms of both levels into ``axes[0]`` and, with a second axes, the
         running means into ``axes[1]``.
         """
+        from matplotlib.ticker import MaxNLocator
+
         res = self.sample
         levels = [("token reversal: sigma / T", res.token)]
         if res.block is not None:
@@ -177,11 +179,15 @@ class SampledTextEP(Result):
             panels = [(axes[0], axes[1] if len(axes) > 1 else None)] * len(levels)
         for k, ((label, est), (hist, run)) in enumerate(zip(levels, panels, strict=True)):
             color = f"C{k}"
-            hist.hist(est.sigmas, bins=30, color=color, alpha=0.7, label=f"{label}, N = {est.num_samples} samples")
+            counts, _, _ = hist.hist(
+                est.sigmas, bins=30, color=color, alpha=0.7, label=f"{label}, N = {est.num_samples} samples"
+            )
             hist.axvline(est.mean, color=color, lw=1.5, ls="--", label=f"mean {est.mean:.4f} ± {est.stderr:.4f}")
             hist.set_xlabel("EP rate (nats per token)")
             hist.set_ylabel("number of samples")
-            hist.legend(fontsize=7)
+            hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+            hist.set_ylim(0, 1.5 * max(counts.max(), 1))  # headroom: the legend sits above the bars
+            hist.legend(fontsize=7, loc="upper center")
             hist.grid(alpha=0.3)
             if run is None:
                 continue
@@ -193,8 +199,9 @@ class SampledTextEP(Result):
                 label="95 % band (±1.96 sd / √n)",
             )  # fmt: skip
             run.set_xlabel("number of samples n")
+            run.xaxis.set_major_locator(MaxNLocator(integer=True))
             run.set_ylabel("mean EP rate of the first n (nats per token)")
-            run.legend(fontsize=7)
+            run.legend(fontsize=7, loc="best")
             run.grid(alpha=0.3)
         dropped = f"; block level: {res.num_dropped} samples without a sentence end dropped" if res.block else ""
         fig.suptitle(
