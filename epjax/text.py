@@ -574,12 +574,13 @@ def truncated_sentence_reversal(x: jax.Array, ends: jax.Array) -> tuple[jax.Arra
     >>> y.tolist(), int(kept)
     ([3, 4, 1, 2, 0, 0], 4)
     """
+    x, ends = jnp.asarray(x), jnp.asarray(ends, dtype=bool)
     num_steps = x.shape[0]
     idx = jnp.arange(num_steps)
     kept = jnp.max(jnp.where(ends, idx + 1, 0))
-    # The tail after the last end is the final segment of reverse_segments (which forces ends[-1]) and comes
-    # first; rolling it back to the end puts the reversed sentences at the front.
-    y = jnp.roll(reverse_segments(x, ends), kept - num_steps)
+    # The tail after the last end becomes the final segment (ends[-1] set), which reversal puts first; rolling
+    # it back to the end leaves the reversed sentences at the front.
+    y = jnp.roll(reverse_segments(x, ends.at[-1].set(True)), kept - num_steps)
     return jnp.where(idx < kept, y, 0), kept
 
 
