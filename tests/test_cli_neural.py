@@ -75,6 +75,11 @@ def test_ep_json_plot_and_library_agree(trained):
     assert report["reference"] == pytest.approx(CHAIN.exact_entropy_production(LENGTH), rel=1e-12)
     assert f"{report['mean']:.6f} ± {report['stderr']:.6f}" in out
     assert "⟨exp(−σ)⟩" in out and "fraction σ < 0" in out and "training process (exact" in out
+    # A verdict, not a bare z: consistent iff |z| < 4.
+    z = (report["mean"] - report["reference"]) / report["stderr"]
+    assert report["reference_z"] == pytest.approx(z)
+    word = "consistent with" if abs(z) < 4 else "differs from"
+    assert f"verdict: {word} the chain's exact EP (|z| = {abs(z):.2f}" in out and report["verdict"] in out
     data = files["plot"].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -116,6 +121,7 @@ def test_ep_blocks_reference_by_enumeration(saved_chain, tmp_path):
     assert report["reference"] == pytest.approx(exact, rel=1e-12)
     assert abs(report["mean"] - exact) < 4 * report["stderr"]
     assert "blocks of 2 tokens" in out and "by enumerating all 4^8 sequences" in out
+    assert "verdict: consistent with the chain's exact EP" in out
 
 
 def test_ep_temperature_has_no_reference(saved_chain, tmp_path):
@@ -127,6 +133,7 @@ def test_ep_temperature_has_no_reference(saved_chain, tmp_path):
     report = json.loads(out_json.read_text())
     assert report["temperature"] == 2.0 and report["model"]["temperature"] == 2.0 and report["num_steps"] == 4
     assert report["reference"] is None and "training process" not in out
+    assert report["verdict"] is None and "verdict:" not in out
 
 
 def test_training_data_from_a_file(tmp_path):

@@ -228,14 +228,17 @@ def test_block_plot_says_what_was_reversed_and_hides_no_data(tmp_path):
     assert (tmp_path / "ep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     title = fig._suptitle.get_text()
     assert "reversal of the order of blocks of 2 tokens" in title and f"T = {LENGTH} tokens" in title
-    assert "token reversal" not in title
+    assert "token reversal" not in title and "chain.npz (markov model, temperature 1)" in title
     left, right = fig.axes[:2]
     assert left.get_ylabel() == f"EP estimate S({LENGTH}) (nats)" and left.get_xlabel() == "number of trajectories n"
-    assert right.get_xlabel().endswith("(nats)") and "2-token blocks reversed" in right.get_xlabel()
+    assert right.get_xlabel().endswith("(nats)") and "order of its 2-token blocks reversed" in right.get_xlabel()
     assert right.get_ylabel() == "number of trajectories"
     assert left.get_title() == result.verdict
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
     for ax, entries in ((left, 3), (right, 4)):
         legend = ax.get_legend()
         assert len(legend.get_texts()) == entries  # every drawn series is named
@@ -267,5 +270,7 @@ def test_cli_train_hashes_the_data_file(tmp_path):
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out_json.read_text())
-    assert report["provenance"]["inputs"] == [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]
+    assert report["provenance"]["inputs"] == [
+        {"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    ]
     assert f"saved {tmp_path / 'm.npz'}" in out and report["data"]["source"] == "file"

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import epjax
 from epjax.cli._base import (
-    PLOT_SUFFIXES,
+    add_output_options,
     check_output_path,
+    check_outputs,
     command,
     emit,
     int_at_least,
@@ -179,8 +180,7 @@ def _configure_train(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="where to save the trained model (read back by `epjax ep`)",
     )
-    parser.add_argument("--json", metavar="FILE", type=Path, help="write the training history as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_output_options(parser, json="write the training history as JSON")
 
 
 @command(
@@ -191,7 +191,7 @@ def _configure_train(parser: argparse.ArgumentParser) -> None:
 def train_command(args: argparse.Namespace) -> int:
     """``epjax train``: maximum likelihood on a file of sequences or the built-in chain; saves ``--out``."""
     check_output_path("--out", args.out, (".npz",))
-    check_output_path("--json", args.json)
+    check_outputs(args)
     if args.family == "markov" and (args.hidden or args.layers or args.heads):
         raise ValueError("--hidden, --layers and --heads do not apply to --family markov.")
     data = prepare_training_data(args)
@@ -252,21 +252,17 @@ def _configure_ep(parser: argparse.ArgumentParser) -> None:
         help="sample and score with logits / TAU (default: the saved model's, normally 1)",
     )
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    parser.add_argument("--json", metavar="FILE", type=Path, help="write the estimate and every σ as JSON")
-    parser.add_argument(
-        "--plot",
-        metavar="FILE",
-        type=Path,
-        help="write the figure (.png, .pdf or .svg): running mean ± SE and the histogram of σ",
+    add_output_options(
+        parser,
+        json="write the estimate and every σ as JSON",
+        plot="write the figure (.png, .pdf or .svg): running mean ± SE and the histogram of σ",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 @command("ep", help="Monte Carlo entropy production of a model saved by `epjax train`", configure=_configure_ep)
 def ep_command(args: argparse.Namespace) -> int:
     """``epjax ep``: EP of a saved model at token level or over blocks, with a verdict, JSON and a figure."""
-    check_output_path("--json", args.json)
-    check_output_path("--plot", args.plot, PLOT_SUFFIXES)
+    check_outputs(args)
     try:
         result = saved_models.saved_model_ep(
             args.model,

@@ -52,10 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax import markov, train
+from epjax import Estimate, entropy_production, markov, train
 from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
-from epjax._estimators import Estimate, entropy_production
 from epjax._xla import jit_for
 from epjax.discrete import DiscreteModel
 

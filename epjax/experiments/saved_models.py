@@ -269,9 +269,10 @@ class SavedModelEP(Result):
                 if self.block_size is None
                 else f"reversal of the order of blocks of {self.block_size} tokens"
             )
+            family = getattr(self.model, "family", type(self.model).__name__)
             fig.suptitle(
-                f"{self.path.name}: {self.model!r}"[:110] + f"\nEP at T = {self.num_steps} tokens, {what}, "
-                f"N = {est.num_samples} trajectories",
+                f"{self.path.name} ({family} model, temperature {self.temperature:g}): EP at T = {self.num_steps} "
+                f"tokens\n{what}, N = {est.num_samples} trajectories",
                 fontsize=9,
             )
         ref = self.reference
@@ -293,7 +294,11 @@ class SavedModelEP(Result):
         ax2.axvline(0, color="0.3", lw=0.8, ls=":", label="σ = 0")
         if ref is not None:
             ax2.axvline(ref.value, color="k", lw=1.2, ls="--", label="training chain, exact EP")
-        reversed_x = "reverse(x)" if self.block_size is None else f"x with its {self.block_size}-token blocks reversed"
+        reversed_x = (
+            "reverse(x)"
+            if self.block_size is None
+            else f"x with the order of its {self.block_size}-token blocks reversed"
+        )
         ax2.set(
             xlabel=f"σ = ln P(x) − ln P({reversed_x}) (nats)",
             ylabel="number of trajectories",
