@@ -66,6 +66,7 @@ DEFAULT_CHAIN_SEED = 20
 nats/step, entropy rate h = 1.206 nats) and every transition has probability >= 0.068, so all of them are seen
 often in a few thousand training sequences."""
 
+
 class Chain(NamedTuple):
     """A stationary first-order Markov chain with its exact reference values (float64 numbers).
 
