@@ -143,3 +143,33 @@ def test_train_on_chain_records_and_judges():
     assert run.converged()
     assert run.learning_band().shape == (3,)
     assert run.excess_loss < 0.01
+
+
+def test_training_run_renders_itself(tmp_path):
+    """The run's table, JSON, CSV and figure hold its checkpoints; the verdict follows `converged`."""
+    data = mt.sample_sequences(jax.random.key(3), CHAIN, 300, 6)
+    config = train.TrainConfig(steps=40, batch_size=32, learning_rate=5e-2, warmup_steps=4, eval_every=20)
+    run = mt.train_on_chain(
+        jax.random.key(4), markov.MarkovChain(4), CHAIN, data[:200], data[200:], config=config,
+        ep_num_steps=6, ep_num_samples=300, label="fitted chain",
+    )  # fmt: skip
+    assert run.passed == run.converged()
+    headers, cells = run.rows()
+    assert headers[2] == "EP S(6)" and [c[0] for c in cells] == ["0", "20", "40", "chain (exact)"]
+    assert cells[-1][2] == f"{5 * CHAIN.ep_rate:.4f}"
+    assert cells[1][2] == f"{run.ep_mean[1]:.4f} ± {run.ep_stderr[1]:.4f}"
+    assert cells[1][4] == f"{(run.ep_mean[1] - run.exact_ep) / run.ep_stderr[1]:+.2f}"
+    word = "within" if run.converged() else "outside"
+    table = run.table()
+    assert f"verdict: fitted chain: EP {run.ep_mean[-1]:.4f}" in table and f"is {word} the tolerance" in table
+    report = run.to_json()
+    assert report["steps"] == [0, 20, 40] and report["converged"] == run.converged()
+    assert report["tolerance"] == pytest.approx(run.tolerance()) and report["model"]["family"] == "markov"
+    rows = run.csv_rows()
+    assert len(rows) == 3 and len(rows[0]) == len(run.csv_header())
+    np.testing.assert_allclose([r[5] for r in rows], run.learning_band())
+    fig = run.plot(tmp_path / "run.png")
+    ep_ax, loss_ax = fig.axes[:2]
+    assert ep_ax.get_ylabel() == "EP S(6) (nats)" and loss_ax.get_ylabel() == "held-out cross-entropy (nats/token)"
+    assert "T = 6 tokens (token reversal)" in fig._suptitle.get_text()
+    assert len(ep_ax.get_legend().get_texts()) == 3 and len(loss_ax.get_legend().get_texts()) == 3

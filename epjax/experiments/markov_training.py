@@ -44,6 +44,7 @@ Data flows one way: this module imports the families and the engine; they never 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, NamedTuple
@@ -57,6 +58,7 @@ from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
 from epjax._xla import jit_for
 from epjax.discrete import DiscreteModel
+from epjax.experiments.report import Result, json_number
 
 Array = jax.Array
 PyTree = Any
@@ -237,10 +239,13 @@ def sequence_losses(model: DiscreteModel, params: PyTree, data: Any, *, chunk: i
     return np.concatenate(out)[:num]
 
 
-class TrainingRun(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingRun(Result):
     """A model trained on a chain's sequences, with its EP and held-out loss recorded at checkpoints.
 
-    Checkpoint 0 is the untrained model. Losses are nats per token, EP in nats.
+    Checkpoint 0 is the untrained model. Losses are nats per token, EP in nats. The run renders itself: a table
+    and CSV rows per checkpoint, a JSON record, and a figure of the EP and the held-out loss during training
+    (:meth:`draw`); it passes when the final model :meth:`converged`.
 
     Attributes:
         label: a name for tables and legends.
@@ -307,6 +312,122 @@ class TrainingRun(NamedTuple):
         """``[K]`` ``sqrt(2 eps_k) s`` at each checkpoint, ``eps_k`` the held-out excess there (no SE term)."""
         eps = np.maximum(self.eval_loss - self.chain_eval_loss, 0.0)
         return np.sqrt(2 * eps) * self.sensitivity
+
+    @property
+    def passed(self) -> bool:  # type: ignore[override]
+        """:meth:`converged` at the default ``k = 4``."""
+        return self.converged()
+
+    @property
+    def verdict(self) -> str:
+        """The final comparison with the chain's exact EP, in words."""
+        word = "within" if self.converged() else "outside"
+        return (
+            f"{self.label}: EP {self.ep_mean[-1]:.4f} ± {self.ep_stderr[-1]:.4f} is {word} the tolerance of the "
+            f"chain's exact {self.exact_ep:.4f} (|error| = {abs(self.error):.4f}, tolerance 4 SE + sqrt(2 eps_+) s "
+            f"= {self.tolerance():.4f})"
+        )
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        """One row per checkpoint: step, held-out loss, EP ± SE, error and z against the exact EP."""
+        cells = []
+        for step, loss, mean, se in zip(self.steps, self.eval_loss, self.ep_mean, self.ep_stderr, strict=True):
+            error = mean - self.exact_ep
+            z = f"{error / se:+.2f}" if se > 0 else ""
+            cells.append([str(int(step)), f"{loss:.4f}", f"{mean:.4f} ± {se:.4f}", f"{error:+.4f}", z])
+        cells.append(["chain (exact)", f"{self.optimal_loss:.4f}", f"{self.exact_ep:.4f}", "", ""])
+        return ["step", "held-out loss", f"EP S({self.num_steps})", "error", "z"], cells
+
+    def table(self) -> str:
+        """The checkpoint table and the verdict."""
+        return super().table() + f"\n  verdict: {self.verdict}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoints, the chain's reference values and the verdict (losses nats/token, EP nats)."""
+        return {
+            "label": self.label,
+            "model": train.model_spec(self.model) if hasattr(self.model, "config") else repr(self.model),
+            "num_steps": self.num_steps,
+            "num_samples": self.num_samples,
+            "steps": [int(s) for s in self.steps],
+            "ep_mean": [json_number(v) for v in self.ep_mean],
+            "ep_stderr": [json_number(v) for v in self.ep_stderr],
+            "eval_loss": [json_number(v) for v in self.eval_loss],
+            "exact_ep": self.exact_ep,
+            "entropy_rate": self.entropy_rate,
+            "optimal_loss": self.optimal_loss,
+            "chain_eval_loss": self.chain_eval_loss,
+            "excess_loss": json_number(self.excess_loss),
+            "excess_loss_stderr": json_number(self.excess_loss_stderr),
+            "sensitivity": json_number(self.sensitivity),
+            "tolerance": json_number(self.tolerance()),
+            "converged": self.converged(),
+            "verdict": self.verdict,
+        }
+
+    def csv_header(self) -> list[str]:
+        """The CSV columns: one row per checkpoint."""
+        return ["step", "eval_loss", "ep_mean", "ep_stderr", "exact_ep", "learning_band"]
+
+    def csv_rows(self) -> list[list[Any]]:
+        """One row per checkpoint (numbers unformatted)."""
+        band = self.learning_band()
+        return [
+            [int(s), float(loss), float(m), float(se), self.exact_ep, float(b)]
+            for s, loss, m, se, b in zip(self.steps, self.eval_loss, self.ep_mean, self.ep_stderr, band, strict=True)
+        ]
+
+    def draw(self, fig: Any, axes: Any) -> None:
+        """Left: EP ± SE at each checkpoint against the exact EP and its learning band. Right: held-out loss.
+
+        Given one axes, only the EP panel is drawn; legends sit below the panels, outside the data.
+        """
+        if axes is None:
+            fig.set_size_inches(10, 4.6)
+            axes = fig.subplots(1, 2)
+            fig.suptitle(
+                f"{self.label} trained on the chain's sequences: EP at T = {self.num_steps} tokens (token "
+                f"reversal), {self.num_samples} trajectories per checkpoint",
+                fontsize=9,
+            )
+        ax = axes[0]
+        band = self.learning_band()
+        ax.fill_between(
+            self.steps,
+            self.exact_ep - band,
+            self.exact_ep + band,
+            color="0.85",
+            label="exact ± sqrt(2 eps_k) s (learning band)",
+        )
+        ax.axhline(self.exact_ep, color="k", lw=1.2, label=f"chain, exact (T - 1) r = {self.exact_ep:.4g}")
+        ax.errorbar(
+            self.steps,
+            self.ep_mean,
+            yerr=self.ep_stderr,
+            fmt="o-",
+            ms=4,
+            capsize=3,
+            color="C0",
+            label=f"{self.label}, Monte Carlo ± SE",
+        )
+        ax.set(xlabel="training step", ylabel=f"EP S({self.num_steps}) (nats)")
+        inside = self.converged()
+        ax.set_title(
+            f"final |error| = {abs(self.error):.3g} {'<=' if inside else '>'} tolerance {self.tolerance():.3g}: "
+            f"{'within' if inside else 'outside'}",
+            fontsize=8,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+        if len(axes) < 2:
+            return
+        ax = axes[1]
+        ax.plot(self.steps, self.eval_loss, "o-", ms=4, color="C0", label=f"{self.label}, held-out loss")
+        ax.axhline(self.optimal_loss, color="k", lw=1.2, label=f"least expected loss l* = {self.optimal_loss:.4f}")
+        ax.axhline(self.chain_eval_loss, color="0.5", lw=1, ls=":", label="the chain on the held-out set")
+        ax.set(xlabel="training step", ylabel="held-out cross-entropy (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
 
 
 def train_on_chain(
