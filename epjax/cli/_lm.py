@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from epjax.cli._base import PLOT_SUFFIXES, check_output_path, command, emit, int_at_least, positive_float
-
-SENTENCE_RULES = ("reader", "paper")  # epjax.text.SENTENCE_RULES (not imported: the parser is built eagerly)
+from epjax.cli._base import add_output_options, check_outputs, command, emit, int_at_least, positive_float
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +30,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sentence_rule_option(parser: argparse.ArgumentParser, default: str | None = "reader") -> None:
+    from epjax.text import SENTENCE_RULES
+
     parser.add_argument(
         "--sentence-rule",
         choices=SENTENCE_RULES,
@@ -73,15 +73,12 @@ def _configure_texts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", metavar="B", type=int_at_least(1), default=16, help="sequences per compiled batch (default: 16)"
     )
-    parser.add_argument("--json", metavar="FILE", type=Path, help="write machine-readable results")
-    parser.add_argument("--csv", metavar="FILE", type=Path, help="write one CSV row per text")
-    parser.add_argument(
-        "--plot",
-        metavar="FILE",
-        type=Path,
-        help="write box plots of sigma/T by group at both levels (.png, .pdf or .svg)",
+    add_output_options(
+        parser,
+        json="write machine-readable results",
+        csv="write one CSV row per text",
+        plot="write box plots of sigma/T by group at both levels (.png, .pdf or .svg)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 @command(
@@ -94,9 +91,7 @@ def texts_command(args: argparse.Namespace) -> int:
     from epjax.experiments import texts
     from epjax.text import ContextLengthError
 
-    check_output_path("--json", args.json)
-    check_output_path("--csv", args.csv)
-    check_output_path("--plot", args.plot, PLOT_SUFFIXES)
+    check_outputs(args)
     if args.builtin and args.file is not None:
         raise ValueError("give either FILE or --builtin, not both.")
     if args.gpt2 is not None and args.context_length is not None:
@@ -155,14 +150,11 @@ def _configure_sample_lm(parser: argparse.ArgumentParser) -> None:
         help="fluctuation-theorem check: <exp(-sigma)> with a bootstrap 95%% interval at short T and high temperature",
     )
     _add_sentence_rule_option(parser, default=None)
-    parser.add_argument("--json", metavar="FILE", type=Path, help="write machine-readable results")
-    parser.add_argument(
-        "--plot",
-        metavar="FILE",
-        type=Path,
-        help="write histograms and running means of both rates (.png, .pdf or .svg)",
+    add_output_options(
+        parser,
+        json="write machine-readable results",
+        plot="write histograms and running means of both rates (.png, .pdf or .svg)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 @command(
@@ -174,8 +166,7 @@ def sample_lm_command(args: argparse.Namespace) -> int:
     """``epjax sample-lm``: sigma/T and sigma'/T' of sampled text (EP paper §5), or ``--ft``."""
     from epjax.experiments import sampled_text, texts
 
-    check_output_path("--json", args.json)
-    check_output_path("--plot", args.plot, PLOT_SUFFIXES)
+    check_outputs(args)
     if args.ft and args.plot is not None:
         raise ValueError("--plot is not available with --ft.")
     if args.ft and args.sentence_rule is not None:
