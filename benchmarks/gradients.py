@@ -20,7 +20,7 @@ Sections (all by default; ``--only NAME[,NAME]`` picks some):
     gradient (one backward pass) and the host driver's gradient with standard errors (per-trajectory gradients).
 
 Another family's gradient benchmark is one more function ``section(args) -> str`` (markdown) registered in
-``SECTIONS``; it can use ``measure_pair`` and ``compile_timed``.
+``SECTIONS``; it can use ``harness.measure`` and ``harness.compile_timed``.
 
     python benchmarks/gradients.py                      # everything; appends a section to benchmarks/RESULTS.md
     python benchmarks/gradients.py --quick              # small sizes, prints only
@@ -30,66 +30,32 @@ Another family's gradient benchmark is one more function ``section(args) -> str`
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 import numpy as np
-from harness import compile_timed, cpu_flags, cpu_model, fmt_time, fmt_timing, git_revision, measure_pair, prose, table
+from harness import (
+    add_out_option,
+    compile_timed,
+    fmt_time,
+    fmt_timing,
+    footer,
+    header,
+    log,
+    measure,
+    paper_model,
+    prose,
+    publish,
+    random_model,
+    table,
+)
 
 import epjax
 from epjax import kalman
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def header(argv: list[str], dtype: str) -> str:
-    import jaxlib
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return "\n".join(
-        [
-            f"## {now} — benchmarks/gradients.py",
-            "",
-            f"- device: CPU {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores; `jax.devices()` = "
-            f"`{jax.devices()}`; load average at start {load}",
-            f"- versions: python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
-            f"numpy {np.__version__}, epjax {epjax.__version__}",
-            f"- epjax source: {git_revision()}",
-            f"- command: `{shlex.join(['python', *argv])}`",
-            f"- timings in {dtype}; times are \"median (best)\" over repeats of ahead-of-time compiled functions; "
-            "compile times are `jit(...).lower(...).compile()` on their own.",
-        ]
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- models
-
-
-def paper(name: str) -> tuple[str, dict[str, np.ndarray]]:
-    label = {"scalar": "paper scalar (n=1, n_y=1)", "2d": "paper 2-D (n=2, n_y=2)"}[name]
-    return label, {k: np.asarray(v, np.float64) for k, v in kalman.EXAMPLES[name].items()}
-
-
-def random_model(seed: int, n: int, n_y: int, radius: float = 0.9) -> tuple[str, dict[str, np.ndarray]]:
-    """A random stable model with positive definite noise covariances (as tests/helpers.py)."""
-    rng = np.random.default_rng(seed)
-    A = rng.normal(size=(n, n))
-    A *= radius / np.max(np.abs(np.linalg.eigvals(A)))
-    C = rng.normal(size=(n_y, n))
-    Bq = rng.normal(size=(n, n))
-    Br = rng.normal(size=(n_y, n_y))
-    matrices = dict(A=A, C=C, Q=Bq @ Bq.T + 0.1 * np.eye(n), R=Br @ Br.T + 0.1 * np.eye(n_y))
-    return f"random (n={n}, n_y={n_y}, seed {seed})", matrices
-
 
 # ---------------------------------------------------------------------------------------------------- sections
 
@@ -112,7 +78,7 @@ def value_and_gradient_row(label: str, what: str, fn: Callable, args: tuple, arg
     f, compile_f = compile_timed(fn, *args)
     g, compile_g = compile_timed(jax.grad(fn, argnums=argnums), *args)
     fns = [lambda: f(*args), lambda: g(*args)] + ([concrete] if concrete is not None else [])
-    timings = measure_pair(fns, budget_s=budget)
+    timings = measure(fns, budget_s=budget)
     tv, tg = timings[:2]
     return [label, what, fmt_timing(tv), fmt_timing(tg), f"**{tg.median / tv.median:.1f}×**",
             f"{fmt_time(compile_f)} / {fmt_time(compile_g)}", fmt_timing(timings[2]) if concrete else "–"]
@@ -128,18 +94,18 @@ def _sum_of_gain(A, C, Q, R):
 
 def section_kalman_gradients(args) -> str:
     steps = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
-    models = [paper("2d"), random_model(0, 4, 2)]
+    models = [paper_model("2d"), random_model(0, 4, 2)]
     rows = []
-    for label, m in models:
-        params = kalman.from_state_space(**m)
+    for m in models:
+        params = kalman.from_state_space(*m.matrices)
         for T in steps:
-            print(f"  {label}, T = {T}", file=sys.stderr, flush=True)
+            log(f"  {m.name}, T = {T}")
             concrete = lambda p=params, T=T: kalman.entropy_production(p, T)  # noqa: E731
-            rows.append(value_and_gradient_row(label, f"{T:,}", _entropy_production_at(T), (params,), 0,
+            rows.append(value_and_gradient_row(m.name, f"{T:,}", _entropy_production_at(T), (params,), 0,
                                                args.budget, concrete))
-        rows.append(value_and_gradient_row(label, "rate", kalman.entropy_production_rate, (params,), 0, args.budget))
-        mats = tuple(jnp.asarray(m[k]) for k in "ACQR")
-        rows.append(value_and_gradient_row(label, "from_state_space", _sum_of_gain, mats, (0, 1, 2, 3), args.budget))
+        rows.append(value_and_gradient_row(m.name, "rate", kalman.entropy_production_rate, (params,), 0, args.budget))
+        mats = tuple(jnp.asarray(x) for x in m.matrices)
+        rows.append(value_and_gradient_row(m.name, "from_state_space", _sum_of_gain, mats, (0, 1, 2, 3), args.budget))
     head = ["model", "T", "value", "gradient", "gradient ÷ value", "compile value / gradient", "compiled once"]
     return "### Gradient cost against value cost\n\n" + prose(GRADIENT_TEXT) + "\n\n" + table(head, rows)
 
@@ -155,31 +121,54 @@ like T |rate32| (shown as "abs"); for n_y = 1 the rate is exactly 0 and the erro
 """
 
 
-def _direct_sum(params, num_steps):
-    """The direct sum of eq. 73, ``entropy_production``'s formula before issue 12 (kept for A not stable)."""
-    from epjax.kalman import _exact
+def _direct_sum(params: kalman.Params, num_steps):
+    """The direct sum of eq. 73, ``entropy_production``'s formula before issue 12, written out with public names.
 
-    wparams = _exact._whiten(params)
-    init, step, value = _exact._direct_setup(wparams)
+    The recursion of docs/mathematics.md §5 on the whitened model (``C <- L^-1 C``, ``K <- K L``, ``S = I``):
+    the backward quantities ``N, Rho, Omega`` and the adjoint recursion ``U, W`` of the coupling term, summed
+    as written (two O(T) sums that cancel), for a traced ``num_steps`` (one compilation for every T).
+    """
+    chol = jnp.linalg.cholesky(params.S)
+    A, C, K = params.A, jsl.solve_triangular(chol, params.C, lower=True), params.K @ chol
+    n, n_y, dtype = A.shape[0], C.shape[0], A.dtype
+    eye_n, eye_y = jnp.eye(n, dtype=dtype), jnp.eye(n_y, dtype=dtype)
+    F, G = A @ (eye_n - K @ C), A @ K
+
+    def Z(N):  # (I - N)^T C^T C (I - N)
+        M = C @ (eye_n - N)
+        return M.T @ M
+
+    def step(carry):
+        N, Rho, U, W, trace_omega = carry
+        D = (F @ N + G @ C) @ G
+        ICD = eye_y - C @ D
+        FDG = F @ D + G
+        omega = ICD @ ICD.T + C @ Rho @ C.T
+        N = F @ N @ A + G @ C @ A
+        Rho = F @ Rho @ F.T + FDG @ FDG.T
+        return N, Rho, A.T @ (U + W) @ A, W + Z(N), trace_omega + jnp.trace(omega)
+
+    N = jnp.zeros((n, n), dtype)
+    carry = (N, G @ G.T, jnp.zeros((n, n), dtype), Z(N), jnp.asarray(n_y, dtype))  # Omega_1 = S = I
     count = num_steps - 1
 
     def chunk(_, carry):
         return jax.lax.scan(lambda c, _: (step(c), None), carry, None, length=256)[0]
 
-    carry = jax.lax.fori_loop(0, count // 256, chunk, init)
-    carry = jax.lax.fori_loop(0, count % 256, lambda _, c: step(c), carry)
-    return value(carry, num_steps.astype(wparams.A.dtype))
+    carry = jax.lax.fori_loop(0, count // 256, chunk, carry)
+    _, _, U, _, trace_omega = jax.lax.fori_loop(0, count % 256, lambda _, c: step(c), carry)
+    return 0.5 * (jnp.sum(U * (K @ K.T)) + trace_omega - num_steps.astype(dtype) * n_y)
 
 
 def section_kalman_float32(args) -> str:
     steps = [1_000, 100_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
-    models = [paper("2d"), paper("scalar"), random_model(0, 4, 2), random_model(1, 3, 3), random_model(2, 4, 3),
-              random_model(4, 1, 3)]
+    models = [paper_model("2d"), paper_model("scalar"), random_model(0, 4, 2), random_model(1, 3, 3),
+              random_model(2, 4, 3), random_model(4, 1, 3)]
     direct = jax.jit(_direct_sum)
     rows, worst = [], 0.0
-    for label, m in models:
-        print(f"  {label}", file=sys.stderr, flush=True)
-        p32 = kalman.from_state_space(**{k: np.asarray(v, np.float32) for k, v in m.items()})
+    for m in models:
+        log(f"  {m.name}")
+        p32 = kalman.from_state_space(*m.astype(np.float32).matrices)
         assert p32.A.dtype == jnp.float32
         with jax.enable_x64(True):
             p64 = kalman.Params(*(jnp.asarray(np.asarray(x), jnp.float64) for x in p32))
@@ -198,7 +187,7 @@ def section_kalman_float32(args) -> str:
             if reversible:
                 cell += f", abs {abs(s32 - s64):.1e}"
             cells.append(cell)
-        rows.append([label, f"{rate:.4g}", *cells])
+        rows.append([m.name, f"{rate:.4g}", *cells])
     head = ["model", "rate (float64)", *[f"T = {T:.0e}".replace("e+0", "e") for T in steps]]
     summary = (
         f"Largest relative error of the current recursion over the models with a non-zero rate or n_y = 1: "
@@ -232,22 +221,18 @@ def _gru_row(width: int, vocab: int, T: int, layers: int, N: int, budget: float)
         lambda: surrogate(params),
         lambda: epjax.entropy_production_gradient(key, model, params, batch_size=64, **kw),
     ]
-    first = []
-    for fn in fns:
-        t0 = time.perf_counter()
-        jax.block_until_ready(jax.tree_util.tree_leaves(fn()))
-        first.append(time.perf_counter() - t0)
-    tv, ts, td = measure_pair(fns, budget_s=budget, min_repeats=3)
+    # the warm-up calls (compilation included) are the first calls of the table; no rule shortens slow ones
+    tv, ts, td = measure(fns, budget_s=budget, slow_first_s=None)
     return [f"{width} × {layers} layers, V = {vocab}", f"{T}", f"{N}", f"{rnn.num_parameters(params):,}",
             fmt_timing(tv), fmt_timing(ts), f"**{ts.median / tv.median:.1f}×**", fmt_timing(td),
-            f"**{td.median / tv.median:.1f}×**", " / ".join(fmt_time(t) for t in first)]
+            f"**{td.median / tv.median:.1f}×**", " / ".join(fmt_time(t.first) for t in (tv, ts, td))]
 
 
 def section_gru_monte_carlo(args) -> str:
     sizes = [(64, 64, 64, 2, 256)] if args.quick else [(64, 64, 64, 2, 256), (256, 256, 256, 2, 256)]
     rows = []
     for size in sizes:
-        print(f"  GRU width {size[0]}, vocab {size[1]}, T = {size[2]}, N = {size[4]}", file=sys.stderr, flush=True)
+        log(f"  GRU width {size[0]}, vocab {size[1]}, T = {size[2]}, N = {size[4]}")
         rows.append(_gru_row(*size, budget=args.budget))
     head = ["GRU", "T", "N", "parameters", "value", "surrogate gradient", "÷ value", "gradient ± SE", "÷ value",
             "first calls (value / surrogate / ± SE)"]
@@ -271,36 +256,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of the timing sections (the accuracy section always compares both)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed repeats per measurement")
-    parser.add_argument(
-        "--out",
-        default=None,
-        help=f"markdown file to append to (default: {RESULTS} for a full run; a --quick run only prints unless --out "
-        "is given; '-' prints only)",
-    )
+    add_out_option(parser)
     args = parser.parse_args(argv[1:])
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    out = args.out if args.out is not None else (None if args.quick else str(RESULTS))
-    out = None if out == "-" else out
-
     start = time.perf_counter()
-    parts = [header(argv, args.dtype)]
+    parts = [header("gradients.py", argv, notes=[
+        f"timings in {args.dtype}; times are \"median (best)\" over repeats of ahead-of-time compiled functions; "
+        "compile times are `jit(...).lower(...).compile()` on their own."
+    ])]
     for name in names:
-        print(f"{name} ...", file=sys.stderr, flush=True)
+        log(f"{name} ...")
         with jax.enable_x64(args.dtype == "float64"):
             parts.append(SECTIONS[name](args))
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    parts.append(f"Total run time {time.perf_counter() - start:.0f} s; load average at the end {load}.")
-    section = "\n\n".join(parts)
-    print(section)
-    if out:
-        path = Path(out)
-        previous = path.read_text() if path.exists() else ""  # re-read just before appending: others append too
-        with path.open("a") as f:
-            f.write(("" if previous.endswith("\n") or not previous else "\n") + "\n" + section + "\n")
-        print(f"appended to {path}", file=sys.stderr)
+    parts.append(footer(start))
+    publish("\n\n".join(parts), out=args.out, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -21,24 +21,31 @@ and recursive EP agree.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
-from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import numpy as np
+from harness import (
+    StateSpace,
+    Timing,
+    add_out_option,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    fmt_timing,
+    header,
+    log,
+    measure,
+    paper_model,
+    prose,
+    publish,
+    random_model,
+    table,
+    timed,
+)
 
 import epjax
 
@@ -58,67 +65,20 @@ except ImportError as err:  # the peer is a benchmark-only dependency: pip insta
 # (epjax included) computes under a peer's global setting.
 jax.config.update("jax_default_matmul_precision", _precision_before)
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-PREFACE = """\
-# Benchmark results
-
-Figures measured by the scripts in this folder (`python benchmarks/<name>.py`; see README.md). Every
-section records the date, the device (CPU model, core count, `jax.devices()`), the library versions and the
-exact command, and gives medians over repeats after a warm-up (compile) call, with the fastest repeat in
-parentheses; a ratio to a peer is always measured in the same run on the same machine, the peers timed in
-alternation. Figures from different sections or devices are not comparable with each other. Newest sections
-are appended at the end.
-"""
-
 DENSE_MAX_BYTES = 2e9  # skip dense EP when one (T n_y)^2 float64 matrix would exceed this
 DENSE_MAX_SECONDS = 60.0  # ... or when one run took (or, extrapolated as T^3, would take) longer than this
+ROUNDS = dict(min_repeats=5, max_repeats=200)  # this script's timing habit (harness.measure)
 
 
 # ---------------------------------------------------------------------------------------------------- models
 
 
-class Model(NamedTuple):
-    name: str
-    A: np.ndarray
-    C: np.ndarray
-    Q: np.ndarray
-    R: np.ndarray
-
-
-def paper_2d() -> Model:
-    """The EP paper's 2-D example (docs/mathematics.md §5)."""
-    return Model(
-        "paper 2-D (n=2, n_y=2)",
-        np.array([[0.8, 0.3], [0.0, 0.5]]),
-        np.array([[1.0, 0.5], [0.0, 1.0]]),
-        np.eye(2),
-        np.eye(2),
-    )
-
-
-def random_model(seed: int, n: int, n_y: int, radius: float = 0.9) -> Model:
-    """A random stable model with positive definite noise covariances (as tests/helpers.py)."""
-    rng = np.random.default_rng(seed)
-    A = rng.normal(size=(n, n))
-    A *= radius / np.max(np.abs(np.linalg.eigvals(A)))
-    C = rng.normal(size=(n_y, n))
-    Bq = rng.normal(size=(n, n))
-    Br = rng.normal(size=(n_y, n_y))
-    return Model(
-        f"random (n={n}, n_y={n_y}, seed {seed})",
-        A,
-        C,
-        Bq @ Bq.T + 0.1 * np.eye(n),
-        Br @ Br.T + 0.1 * np.eye(n_y),
-    )
-
-
-def innovation_params(m: Model):
+def innovation_params(m: StateSpace):
     """epjax innovation form and the DARE solution P."""
-    return epjax.kalman.from_state_space(m.A, m.C, m.Q, m.R, return_covariance=True)
+    return epjax.kalman.from_state_space(*m.matrices, return_covariance=True)
 
 
-def dynamax_params(m: Model, P) -> ParamsLGSSM:
+def dynamax_params(m: StateSpace, P) -> ParamsLGSSM:
     """The same model as a dynamax LGSSM whose filter starts at the steady state: z_1 ~ N(0, P)."""
     n, n_y = m.A.shape[0], m.C.shape[0]
     f64 = lambda x: jnp.asarray(x, dtype=jnp.float64)
@@ -148,84 +108,10 @@ def plain_steady_state_loglik(params, y):
     return -0.5 * (jnp.sum(white**2) + y.shape[0] * (log_det + y.shape[1] * math.log(2.0 * math.pi)))
 
 
-# ---------------------------------------------------------------------------------------------------- timing
-
-
-class Timing(NamedTuple):
-    first: float  # the first call: compile + one run
-    median: float  # median of the timed repeats
-    best: float  # fastest repeat: the figure least disturbed by other load on a shared machine
-    repeats: int
-
-    @property
-    def compile(self) -> float:
-        """Compile (and first-call) overhead: first call minus the steady-state median."""
-        return max(self.first - self.median, 0.0)
-
-
-def measure_together(
-    fns: list[Callable[[], object]], *, budget_s: float = 2.0, min_repeats: int = 5, max_repeats: int = 200
-) -> list[Timing]:
-    """Warm up (compile) each of ``fns``, then time them round-robin, blocking on every result.
-
-    Interleaving peers spreads any load from other processes over all of them alike, so their ratio is
-    fairer than from back-to-back blocks. Rounds continue until ``min_repeats`` and ``budget_s`` (summed over
-    ``fns``) are both reached, or ``max_repeats``; after a first call over 10 s one timed repeat suffices.
-    """
-    first = []
-    for fn in fns:
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        first.append(time.perf_counter() - t0)
-    if max(first) > 10.0:
-        min_repeats = 1
-    times: list[list[float]] = [[] for _ in fns]
-    total = 0.0
-    while len(times[0]) < max_repeats and (len(times[0]) < min_repeats or total < budget_s):
-        for fn, ts in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-            total += ts[-1]
-    return [Timing(f, statistics.median(ts), min(ts), len(ts)) for f, ts in zip(first, times, strict=True)]
-
-
-def measure(fn: Callable[[], object], **kwargs) -> Timing:
-    return measure_together([fn], **kwargs)[0]
-
-
-def call_and_keep(fn: Callable[[], object], out: list) -> object:
-    out.append(fn())
-    return out[-1]
-
-
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1.0:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
-
-
-def fmt_rate(x: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if x >= scale:
-            return f"{x / scale:.2f} {unit}"
-    return f"{x:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-def check_agreement(models: list[Model], num_steps: int) -> str:
+def check_agreement(models: list[StateSpace], num_steps: int) -> str:
     """Total log-likelihood: epjax vs dynamax (filter started at the steady state) vs plain JAX, same data."""
     rows = []
     for m in models:
@@ -258,12 +144,8 @@ def check_agreement(models: list[Model], num_steps: int) -> str:
 # ---------------------------------------------------------------------------------------------------- (a)
 
 
-def fmt_timing(t: Timing | None) -> str:
-    return "—" if t is None else f"{fmt_time(t.median)} ({fmt_time(t.best)})"
-
-
 def bench_exact(
-    models: list[Model], t_both: list[int], t_recursive_only: list[int]
+    models: list[StateSpace], t_both: list[int], t_recursive_only: list[int]
 ) -> tuple[str, dict[tuple[str, int, int], Timing]]:
     """The table, and the recursive timings by (model name, state size n, T) for the target check."""
     rows, recursive_times = [], {}
@@ -288,14 +170,14 @@ def bench_exact(
             else:
                 run_dense = True
             if run_dense:
-                rec, dense = measure_together([recursive, dense_fn])
+                rec, dense = measure([recursive, dense_fn], **ROUNDS)
                 rec_value, dense_value = float(recursive()), float(dense_fn())
                 last_dense = (T, dense.median)
                 dense_note = f"rel. diff {abs(dense_value - rec_value) / abs(rec_value):.1e}"
                 if dense.median > DENSE_MAX_SECONDS:
                     dense_stop = "skipped: previous run > 60 s"
             else:
-                rec, dense = measure(recursive), None
+                (rec,), dense = measure([recursive], **ROUNDS), None
                 rec_value = float(recursive())
             recursive_times[m.name, params.A.shape[0], T] = rec
             ratio = f"{dense.median / rec.median:.3g}×" if dense is not None else "—"
@@ -313,11 +195,9 @@ def bench_exact(
                     dense_note,
                 ]
             )
-            print(
+            log(
                 f"  exact EP {m.name} T={T}: recursive {fmt_timing(rec)}"
-                f"{'' if dense is None else ', dense ' + fmt_timing(dense)}",
-                file=sys.stderr,
-                flush=True,
+                f"{'' if dense is None else ', dense ' + fmt_timing(dense)}"
             )
     return table(
         [
@@ -340,7 +220,7 @@ def bench_exact(
 
 
 def bench_loglik(
-    models: list[Model], lengths: list[int], batch: tuple[int, int]
+    models: list[StateSpace], lengths: list[int], batch: tuple[int, int]
 ) -> tuple[str, list[tuple[str, str, float, float]]]:
     """The table, and (model, case, median ratio, best ratio) of epjax ÷ dynamax throughput per row."""
     epjax_ll = jax.jit(lambda p, y: jnp.sum(epjax.kalman.log_probs(p, y)))
@@ -349,7 +229,6 @@ def bench_loglik(
     epjax_batch = jax.jit(jax.vmap(lambda p, y: jnp.sum(epjax.kalman.log_probs(p, y)), in_axes=(None, 0)))
     dyn_batch = jax.jit(jax.vmap(lambda p, y: lgssm_filter(p, y).marginal_loglik, in_axes=(None, 0)))
     plain_batch = jax.jit(jax.vmap(plain_steady_state_loglik, in_axes=(None, 0)))
-    ratio = lambda slow, fast: f"{slow.median / fast.median:.2f}× ({slow.best / fast.best:.2f}×)"
     rows, ratios = [], []
     for m in models:
         params, P = innovation_params(m)
@@ -366,7 +245,7 @@ def bench_loglik(
             fns = [partial(fe, params, y), partial(fd, dparams, y), partial(fp, params, y)]
             if B == 1:  # the public call as a user makes it: host-side validation + dispatch included
                 fns.append(partial(epjax.kalman.log_probs, params, y))
-            te, td, tp, *tpub = measure_together(fns)
+            te, td, tp, *tpub = measure(fns, **ROUNDS)
             steps = T * B
             case = f"{T:,}" if B == 1 else f"{B} × {T:,}"
             ratios.append((m.name, case, td.median / te.median, td.best / te.best))
@@ -378,18 +257,14 @@ def bench_loglik(
                     fmt_rate(steps / te.median),
                     fmt_timing(td),
                     fmt_rate(steps / td.median),
-                    f"**{ratio(td, te)}**",
+                    f"**{fmt_ratio(td, te)}**",
                     fmt_timing(tp),
-                    ratio(tp, te),
+                    fmt_ratio(tp, te),
                     fmt_timing(tpub[0]) if tpub else "—",
                     f"{fmt_time(te.compile)} / {fmt_time(td.compile)}",
                 ]
             )
-            print(
-                f"  log-lik {m.name} {B}x{T}: epjax {fmt_timing(te)}, dynamax {fmt_timing(td)}",
-                file=sys.stderr,
-                flush=True,
-            )
+            log(f"  log-lik {m.name} {B}x{T}: epjax {fmt_timing(te)}, dynamax {fmt_timing(td)}")
     return table(
         [
             "model",
@@ -411,8 +286,13 @@ def bench_loglik(
 # ---------------------------------------------------------------------------------------------------- (c)
 
 
+def call_and_keep(fn, out: list) -> object:
+    out.append(fn())
+    return out[-1]
+
+
 def bench_monte_carlo(
-    models: list[Model], lengths: list[int], num_samples: int, batch_sizes: list[int]
+    models: list[StateSpace], lengths: list[int], num_samples: int, batch_sizes: list[int]
 ) -> str:
     rows = []
     key = jax.random.key(4)
@@ -431,13 +311,9 @@ def bench_monte_carlo(
                     num_samples=num_samples,
                     batch_size=b,
                 )
-                warm = time.perf_counter()
-                epjax.entropy_production(
-                    key, epjax.kalman.model, params, num_steps=T, num_samples=b, batch_size=b
-                )
-                warm = time.perf_counter() - warm
+                _, warm = timed(partial(run, num_samples=b))
                 results = []
-                t = measure(partial(call_and_keep, run, results), budget_s=3.0, min_repeats=3, max_repeats=5)
+                (t,) = measure([partial(call_and_keep, run, results)], budget_s=3.0, min_repeats=3, max_repeats=5)
                 est = results[-1]  # every call gives the same numbers: the key is fixed
                 z = (est.mean - exact) / est.stderr
                 rows.append(
@@ -455,7 +331,7 @@ def bench_monte_carlo(
                         f"{z:+.2f}",
                     ]
                 )
-                print(f"  MC {m.name} T={T} b={b}: {fmt_time(t.median)}", file=sys.stderr, flush=True)
+                log(f"  MC {m.name} T={T} b={b}: {fmt_time(t.median)}")
     return table(
         [
             "model",
@@ -506,56 +382,6 @@ z = (estimate − exact) / stderr checks the numbers.
 """
 
 
-def prose(text: str) -> str:
-    return " ".join(text.split())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_revision() -> str:
-    """``git describe --always --dirty`` of the checkout holding this script, or "unknown"."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"git {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def header(argv: list[str]) -> str:
-    import jaxlib
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    lines = [
-        f"## {now} — benchmarks/kalman.py",
-        "",
-        f"- device: CPU {cpu_model()}, {os.cpu_count()} cores; `jax.devices()` = `{jax.devices()}`; "
-        f"load average at start {load}",
-        f"- versions: python {platform.python_version()}, jax {jax.__version__}, "
-        f"jaxlib {jaxlib.__version__}, dynamax {dynamax.__version__}, numpy {np.__version__}, "
-        f"epjax {epjax.__version__}",
-        f"- epjax source: {git_revision()}",
-        f"- command: `{shlex.join(['python', *argv])}`",
-        '- float64 throughout (`jax.enable_x64`); times are "median (best)" over repeats after a warm-up '
-        'call; "compile" is the first call minus the median.',
-    ]
-    return "\n".join(lines)
-
-
 TARGET_T, TARGET_SECONDS = 1_000_000, 5.0
 
 
@@ -593,17 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run (about a minute, mostly compilation)"
     )
-    parser.add_argument(
-        "--out",
-        default=None,
-        help=f"markdown file to append the section to (default: {RESULTS} for a full run; "
-        "a --quick run only prints unless --out is given; '-' prints only)",
-    )
+    add_out_option(parser)
     args = parser.parse_args(argv[1:])
-    out = args.out if args.out is not None else (None if args.quick else str(RESULTS))
-    out = None if out == "-" else out
-
-    models = [paper_2d(), random_model(0, 4, 4)]
+    models = [paper_model("2d"), random_model(0, 4, 4)]
     if args.quick:
         t_both, t_rec = [10, 100], [10_000]
         lengths, batch = [1_000], (16, 1_000)
@@ -614,14 +432,20 @@ def main(argv: list[str] | None = None) -> None:
         mc_lengths, mc_n, mc_b = [50, 1_000], 20_000, [1_024, 4_096]
 
     with jax.enable_x64(True):
-        head = header(argv)
-        print("checking agreement ...", file=sys.stderr, flush=True)
+        head = header(
+            "kalman.py",
+            argv,
+            peers=[dynamax],
+            notes=['float64 throughout (`jax.enable_x64`); times are "median (best)" over repeats after a warm-up '
+                   'call; "compile" is the first call minus the median.'],
+        )
+        log("checking agreement ...")
         agree = check_agreement(models, 1_000)
-        print("(a) exact EP ...", file=sys.stderr, flush=True)
+        log("(a) exact EP ...")
         exact, recursive_times = bench_exact(models, t_both, t_rec)
-        print("(b) log-likelihood throughput ...", file=sys.stderr, flush=True)
+        log("(b) log-likelihood throughput ...")
         loglik, loglik_ratios = bench_loglik(models, lengths, batch)
-        print("(c) Monte Carlo EP ...", file=sys.stderr, flush=True)
+        log("(c) Monte Carlo EP ...")
         mc = bench_monte_carlo(models, mc_lengths, mc_n, mc_b)
 
     section = "\n\n".join(
@@ -637,15 +461,7 @@ def main(argv: list[str] | None = None) -> None:
             "### Targets\n\n" + targets(recursive_times, loglik_ratios),
         ]
     )
-    print(section)
-    if out:
-        path = Path(out)
-        if not path.exists() or not path.read_text().strip():
-            path.write_text(PREFACE)
-        with path.open("a") as f:
-            f.write("\n" + section + "\n")
-        print(f"appended to {path}", file=sys.stderr)
-
+    publish(section, out=args.out, quick=args.quick)
 
 if __name__ == "__main__":
     main()

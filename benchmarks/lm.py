@@ -23,24 +23,16 @@ in alternation.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import shlex
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from harness import Job, add_out_option, fmt_time, fmt_timing, header, log, measure, publish, table, timed
 
 import epjax
-from epjax import _batching as batching
 from epjax import pretrained
 from epjax import text as text_lib
 
@@ -51,51 +43,9 @@ try:
 except ImportError as err:  # the peer is a benchmark-only dependency
     raise SystemExit(f"benchmarks/lm.py needs torch and transformers: {err}") from err
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 TEXTS = Path(epjax.__file__).parent / "data" / "texts.json"
 LOAD_TARGET_S = 5.0
-
-
-class Timing(NamedTuple):
-    first: float
-    median: float
-    best: float
-    repeats: int
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    """``(fn(), seconds)``, blocking on the result."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t0
-
-
-def measure_together(fns: list[Callable[[], object]], *, budget_s: float = 5.0, min_repeats: int = 3,
-                     max_repeats: int = 20, first: list[float] | None = None) -> list[Timing]:
-    """Warm up each of ``fns``, then time them round-robin (blocking on results) until the budget is spent.
-
-    ``first``: the times of calls already made (the first call of each, compilation included); no warm-up then.
-    """
-    if first is None:
-        first = [timed(fn)[1] for fn in fns]
-    times: list[list[float]] = [[] for _ in fns]
-    total = 0.0
-    while len(times[0]) < max_repeats and (len(times[0]) < min_repeats or total < budget_s):
-        for fn, ts in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-            total += ts[-1]
-    return [Timing(f, statistics.median(ts), min(ts), len(ts)) for f, ts in zip(first, times, strict=True)]
-
-
-def fmt_time(s: float) -> str:
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+ROUNDS = dict(budget_s=5.0, min_repeats=3, max_repeats=20, slow_first_s=None)  # this script's timing habit
 
 
 def torch_batched_sums(model, bos_id: int, rows: list[np.ndarray], batch_size: int, bucket: int,
@@ -104,7 +54,7 @@ def torch_batched_sums(model, bos_id: int, rows: list[np.ndarray], batch_size: i
     out = np.zeros(len(rows))
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault(text_lib._bucket(r.size, bucket, max_length), []).append(i)
+        groups.setdefault(text_lib.padded_length(r.size, bucket, max_length), []).append(i)
     for length, members in sorted(groups.items()):
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
@@ -129,38 +79,38 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--out", default=None, help=f"markdown file to append to (default: {RESULTS} for a full "
-                        "run; a --quick run only prints unless --out is given; '-' prints only)")
+    add_out_option(parser)
     args = parser.parse_args(argv[1:])
-    out = args.out if args.out is not None else (None if args.quick else str(RESULTS))
-    out = None if out == "-" else out
     # full: every shipped text, and one batch of `epjax sample-lm` at its defaults (16 sequences of 120 tokens)
     num_texts, sample_batch, sample_steps = (4, 2, 16) if args.quick else (None, 16, 120)
     batch_size = 16  # `epjax texts --batch-size` default
     torch.manual_seed(0)
     path = pretrained.default_gguf_path()
-    load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    head = header(
+        "lm.py",
+        argv,
+        peers=[torch, transformers],
+        device=f"torch threads {torch.get_num_threads()}",
+        notes=[f"model: {path.name} (SmolLM2-135M, Q4_1 dequantised to float32 by both); times are \"median (best)\" "
+               "after a warm-up call; \"compile\" is the first call minus the median."],
+    )
 
     # (a) load time: one call each (the file is in the page cache after the first read of either)
-    print("(a) load ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
+    log("(a) load ...")
     context = max(sample_steps, 64)  # the texts have up to 38 tokens
-    model, params, tok = pretrained.load_gguf(path, context_length=context)
-    jax.block_until_ready(params)
-    load_epjax = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    hf.eval()
-    load_hf = time.perf_counter() - t0
+    (model, params, tok), load_epjax = timed(lambda: pretrained.load_gguf(path, context_length=context))
+    hf, load_hf = timed(
+        lambda: AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    )
 
-    # (b) scoring: forward and token-reversed rows of the first texts, padded to one bucket
+    # (b) scoring: forward and token-reversed rows of the first texts, grouped by padded length
     groups = json.loads(TEXTS.read_text())["groups"]
     texts = [t for g in groups.values() for t in g][:num_texts]
     ids = [np.asarray(tok.encode(t), np.int32) for t in texts]
     rows = ids + [r[::-1].copy() for r in ids]
     num_tokens = sum(r.size for r in rows)
     bucket = text_lib.DEFAULT_BUCKET
-    lengths = sorted({text_lib._bucket(r.size, bucket, model.max_length) for r in rows})
+    lengths = sorted({text_lib.padded_length(r.size, bucket, model.max_length) for r in rows})
     score_fns = [
         lambda: text_lib.log_prob_sums(model, params, rows, batch_size=batch_size, bucket=bucket),
         lambda: torch_batched_sums(hf, tok.bos_id, rows, batch_size, bucket, model.max_length),
@@ -170,17 +120,22 @@ def main(argv: list[str] | None = None) -> None:
     max_diff = float(np.max(np.abs(ours - theirs)))
     if max_diff > 1e-2:
         raise SystemExit(f"epjax and transformers disagree on the texts' log-probabilities by {max_diff:.3g} nats")
-    print("(b) scoring ...", file=sys.stderr, flush=True)
-    score = measure_together(score_fns, first=[first_ours, first_theirs])
+    log("(b) scoring ...")
+    score = measure([Job(fn, warm=lambda: None) for fn in score_fns], **ROUNDS)  # warmed up by the check
+    score = [t._replace(first=first) for t, first in zip(score, (first_ours, first_theirs), strict=True)]
 
-    # (c) sampling with a KV cache
-    print("(c) sampling ...", file=sys.stderr, flush=True)
-    keys = jnp.arange(sample_batch, dtype=jnp.uint32)
-    # The compiled batch epjax.text samples with (epjax's one batching core).
-    sample_batch_fn = batching.batch_function(text_lib._sample_with_log_probs, model, (sample_steps,))
+    # (c) sampling with a KV cache: sample i from fold_in(key, i), as epjax's drivers draw
+    log("(c) sampling ...")
+
+    def sample_batch_fn(params, key, indices):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+        return jax.vmap(lambda k: model.sample_with_log_probs(k, params, sample_steps))(keys)
+
+    sample_batch_fn = jax.jit(sample_batch_fn, compiler_options=epjax.compiler_options(model) or None)
+    indices = jnp.arange(sample_batch, dtype=jnp.uint32)
 
     def sample_epjax():
-        return sample_batch_fn(params, jax.random.key(0), keys)
+        return sample_batch_fn(params, jax.random.key(0), indices)
 
     start = torch.full((sample_batch, 1), tok.bos_id, dtype=torch.long)
 
@@ -190,33 +145,18 @@ def main(argv: list[str] | None = None) -> None:
                                top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=sample_steps,
                                min_new_tokens=sample_steps, pad_token_id=tok.bos_id)
 
-    sample = measure_together([sample_epjax, sample_hf], budget_s=10.0, min_repeats=2)
+    sample = measure([sample_epjax, sample_hf], **{**ROUNDS, "budget_s": 10.0, "min_repeats": 2})
 
-    import jaxlib
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = "\n".join([
-        f"## {now} — benchmarks/lm.py",
-        "",
-        f"- device: CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores; `jax.devices()` = "
-        f"`{jax.devices()}`; torch threads {torch.get_num_threads()}; load average at start {load_avg}",
-        f"- versions: python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, epjax {epjax.__version__}",
-        f"- command: `{shlex.join(['python', *argv])}`",
-        f"- model: {path.name} (SmolLM2-135M, Q4_1 dequantised to float32 by both); times are \"median (best)\" "
-        "after a warm-up call; \"compile\" is the first call minus the median.",
-    ])
     rows_a = [["epjax `load_gguf`", fmt_time(load_epjax), "1.00×"],
               ["transformers `from_pretrained(gguf_file=...)`", fmt_time(load_hf), f"{load_hf / load_epjax:.2f}×"]]
     rows_b, rows_c = [], []
     for name, t in zip(("epjax `log_prob_sums` (jit)", "transformers + torch.no_grad"), score, strict=True):
-        rows_b.append([name, f"{fmt_time(t.median)} ({fmt_time(t.best)})", fmt_time(max(t.first - t.median, 0)),
-                       f"{num_tokens / t.median:,.0f}", f"{score[1].median / t.median:.2f}×", str(t.repeats)])
+        rows_b.append([name, fmt_timing(t), fmt_time(t.compile), f"{num_tokens / t.median:,.0f}",
+                       f"{score[1].median / t.median:.2f}×", str(t.repeats)])
     for name, t in zip(("epjax `sample_with_log_probs` (vmap, jit)", "transformers `generate(use_cache=True)`"),
                        sample, strict=True):
-        rows_c.append([name, f"{fmt_time(t.median)} ({fmt_time(t.best)})", fmt_time(max(t.first - t.median, 0)),
-                       f"{sample_batch * sample_steps / t.median:,.1f}", f"{sample[1].median / t.median:.2f}×",
-                       str(t.repeats)])
+        rows_c.append([name, fmt_timing(t), fmt_time(t.compile), f"{sample_batch * sample_steps / t.median:,.1f}",
+                       f"{sample[1].median / t.median:.2f}×", str(t.repeats)])
     section = "\n\n".join([
         head,
         "### (a) GGUF load time\n\nOne call each (wall clock, includes dequantisation).\n\n"
@@ -242,11 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             ]
         ),
     ])
-    print(section)
-    if out:
-        with Path(out).open("a") as f:
-            f.write("\n" + section + "\n")
-        print(f"appended to {out}", file=sys.stderr)
+    publish(section, out=args.out, quick=args.quick)
 
 
 if __name__ == "__main__":
