@@ -16,81 +16,42 @@ from epjax.experiments import decompositions as dec
 from epjax.experiments import kalman_comparison as kc
 from epjax.experiments.saved_models import ContextLengthError
 
+HELP = {
+    "saved": "a discrete model saved by `epjax train` (exact by enumerating all V**T paths); default: the EP paper's "
+    "Kalman examples",
+    "example": "Kalman: the EP paper's example(s), scalar, 2d or both (the default)",
+    "model": 'Kalman: a JSON file {"A": [[...]], "C": [[...]], "Q": [[...]], "R": [[...]]} (repeatable, as for '
+    "`epjax kalman`)",
+    "steps": f"sequence length (default: {dec.KALMAN_DEFAULT_STEPS} for Kalman; for a saved model its training "
+    "length, capped where enumeration stops being possible unless --estimate)",
+    "method": "Kalman: O(T) recursion (default) or the dense path-covariance reference",
+    "max-sequences": f"saved model: enumerate at most N = V**T paths (default: {dec.MAX_SEQUENCES})",
+    "estimate": "also train a reverse model on reversed samples and estimate D_t with it (biased down by its excess "
+    "cross-entropy; works where enumeration cannot)",
+}
+# The reverse-model estimate's sizes: option, smallest value, default, what it counts.
+ESTIMATE_SIZES = (
+    ("--reverse-steps", 1, 1000, "training steps of the reverse model"),
+    ("--reverse-sequences", 2, 4000, "sampled training sequences of the reverse model"),
+    ("--samples", 2, 4000, "Monte Carlo trajectories of the estimate"),
+)
+
 
 def _configure_decompose(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "saved",
-        metavar="MODEL.npz",
-        nargs="?",
-        type=Path,
-        default=None,
-        help="a discrete model saved by `epjax train` (exact by enumerating all V**T paths); "
-        "default: the EP paper's Kalman examples",
-    )
+    parser.add_argument("saved", metavar="MODEL.npz", nargs="?", type=Path, default=None, help=HELP["saved"])
     which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--example",
-        choices=[*kc.EXAMPLES, "both"],
-        default=None,
-        help="Kalman: the EP paper's example(s), scalar, 2d or both (the default)",
-    )
-    which.add_argument(
-        "--model",
-        metavar="FILE",
-        type=Path,
-        action="append",
-        help='Kalman: a JSON file {"A": [[...]], "C": [[...]], "Q": [[...]], "R": [[...]]} '
-        "(repeatable, as for `epjax kalman`)",
-    )
+    which.add_argument("--example", choices=[*kc.EXAMPLES, "both"], default=None, help=HELP["example"])
+    which.add_argument("--model", metavar="FILE", type=Path, action="append", help=HELP["model"])
+    parser.add_argument("--steps", metavar="T", type=int_at_least(1), default=None, help=HELP["steps"])
+    parser.add_argument("--method", choices=("recursive", "dense"), default="recursive", help=HELP["method"])
     parser.add_argument(
-        "--steps",
-        metavar="T",
-        type=int_at_least(1),
-        default=None,
-        help=f"sequence length (default: {dec.KALMAN_DEFAULT_STEPS} for Kalman; for a saved model "
-        "its training length, capped where enumeration stops being possible unless --estimate)",
-    )
-    parser.add_argument(
-        "--method",
-        choices=("recursive", "dense"),
-        default="recursive",
-        help="Kalman: O(T) recursion (default) or the dense path-covariance reference",
-    )
-    parser.add_argument(
-        "--max-sequences",
-        metavar="N",
-        type=int_at_least(1),
-        default=dec.MAX_SEQUENCES,
-        help=f"saved model: enumerate at most N = V**T paths (default: {dec.MAX_SEQUENCES})",
+        "--max-sequences", metavar="N", type=int_at_least(1), default=dec.MAX_SEQUENCES, help=HELP["max-sequences"]
     )
     est = parser.add_argument_group("reverse-model estimate (saved model)")
-    est.add_argument(
-        "--estimate",
-        action="store_true",
-        help="also train a reverse model on reversed samples and estimate D_t with it (biased down "
-        "by its excess cross-entropy; works where enumeration cannot)",
-    )
-    est.add_argument(
-        "--reverse-steps",
-        metavar="N",
-        type=int_at_least(1),
-        default=1000,
-        help="training steps of the reverse model (default: 1000)",
-    )
-    est.add_argument(
-        "--reverse-sequences",
-        metavar="N",
-        type=int_at_least(2),
-        default=4000,
-        help="sampled training sequences of the reverse model (default: 4000)",
-    )
-    est.add_argument(
-        "--samples",
-        metavar="N",
-        type=int_at_least(2),
-        default=4000,
-        help="Monte Carlo trajectories of the estimate (default: 4000)",
-    )
+    est.add_argument("--estimate", action="store_true", help=HELP["estimate"])
+    for option, smallest, default, counts in ESTIMATE_SIZES:
+        kind = int_at_least(smallest)
+        est.add_argument(option, metavar="N", type=kind, default=default, help=f"{counts} (default: {default})")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
     add_output_options(
         parser,
@@ -102,18 +63,11 @@ def _configure_decompose(parser: argparse.ArgumentParser) -> None:
 
 def _decompose_saved(args: argparse.Namespace) -> dec.Decompositions:
     try:
-        return dec.decompose_saved(
-            args.saved,
-            num_steps=args.steps,
-            max_sequences=args.max_sequences,
-            estimate=args.estimate,
-            reverse_steps=args.reverse_steps,
-            reverse_sequences=args.reverse_sequences,
-            num_samples=args.samples,
-            seed=args.seed,
-            method=args.method,
-            progress=not args.no_progress,
+        options = dict(num_steps=args.steps, max_sequences=args.max_sequences, estimate=args.estimate, seed=args.seed)
+        sizes = dict(
+            reverse_steps=args.reverse_steps, reverse_sequences=args.reverse_sequences, num_samples=args.samples
         )
+        return dec.decompose_saved(args.saved, **options, **sizes, method=args.method, progress=not args.no_progress)
     except ContextLengthError as err:
         raise ValueError(f"--steps {err.num_steps} exceeds the model's context of {err.max_length} tokens.") from None
     except dec.EnumerationTooLargeError as err:
@@ -124,11 +78,10 @@ def _decompose_saved(args: argparse.Namespace) -> dec.Decompositions:
         ) from None
 
 
-@command(
-    "decompose",
-    help="retrospective decomposition of EP: per-step D_t = compression loss + model mismatch",
-    configure=_configure_decompose,
-)
+DECOMPOSE_HELP = "retrospective decomposition of EP: per-step D_t = compression loss + model mismatch"
+
+
+@command("decompose", help=DECOMPOSE_HELP, configure=_configure_decompose)
 def decompose_command(args: argparse.Namespace) -> int:
     """``epjax decompose``: the per-step table, totals, and optional JSON, CSV and figure files."""
     check_outputs(args)
@@ -137,11 +90,8 @@ def decompose_command(args: argparse.Namespace) -> int:
             raise ValueError("give either MODEL.npz (a saved discrete model) or --example/--model (Kalman), not both.")
         result = _decompose_saved(args)
     else:
-        given = [
-            opt
-            for opt, v in (("--estimate", args.estimate), ("--max-sequences", args.max_sequences != dec.MAX_SEQUENCES))
-            if v
-        ]
+        kalman_only = (("--estimate", args.estimate), ("--max-sequences", args.max_sequences != dec.MAX_SEQUENCES))
+        given = [option for option, used in kalman_only if used]
         if given:
             raise ValueError(f"{', '.join(given)} applies to a saved model (MODEL.npz), not to Kalman models.")
         specs = kc.select_models(args.example, args.model or (), source_prefix="--model")

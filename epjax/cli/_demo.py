@@ -85,29 +85,19 @@ def _demo_neural(args: argparse.Namespace) -> bool:
 
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--samples",
-        metavar="N",
-        type=int_at_least(2),
-        default=4000,
-        help="Monte Carlo trajectories per estimate (default: 4000)",
-    )
+    samples_help = "Monte Carlo trajectories per estimate (default: 4000)"
+    parser.add_argument("--samples", metavar="N", type=int_at_least(2), default=4000, help=samples_help)
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    parser.add_argument(
-        "--only",
-        metavar="SECTION",
-        action="append",
-        choices=[s.name for s in DEMO_SECTIONS],
-        help=f"run only this section (repeatable; sections: {', '.join(s.name for s in DEMO_SECTIONS)})",
-    )
+    names = [s.name for s in DEMO_SECTIONS]
+    only_help = f"run only this section (repeatable; sections: {', '.join(names)})"
+    parser.add_argument("--only", metavar="SECTION", action="append", choices=names, help=only_help)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
-@command(
-    "demo",
-    help="a quick end-to-end check on built-in examples (exit status 1 if a check fails)",
-    configure=_configure_demo,
-)
+DEMO_HELP = "a quick end-to-end check on built-in examples (exit status 1 if a check fails)"
+
+
+@command("demo", help=DEMO_HELP, configure=_configure_demo)
 def demo_command(args: argparse.Namespace) -> int:
     """``epjax demo``: run every registered demo section, print each verdict, fail if any check fails."""
     sections = [s for s in DEMO_SECTIONS if not args.only or s.name in args.only]

@@ -36,33 +36,33 @@ Z_LIMIT = 4.0
 """A Monte Carlo estimate is consistent with the exact value when ``|z| = |S_hat - S| / SE`` is below this."""
 
 
-class StateSpaceFileError(ExperimentError):
-    """A state-space model file cannot be read or is not a model.
+class StateSpaceError(ExperimentError):
+    """A state-space model was refused; the message is ``"<source>: <reason>"``.
 
     Attributes:
-        source: how the file is named to the user (e.g. ``"--model m.json"``, by default the path).
+        source: how the model is named to the user (``"--model m.json"``, a path, ``"example '2d'"``).
         reason: what is wrong.
     """
 
-    def __init__(self, source: str, reason: str):
+    def __init__(self, source: str, reason: str, where: str | None = None):
         self.source, self.reason = source, reason
-        super().__init__(f"{source}: {reason}")
+        super().__init__(f"{where or source}: {reason}")
 
 
-class KalmanModelError(ExperimentError):
+class StateSpaceFileError(StateSpaceError):
+    """A state-space model file cannot be read or is not a model (see :class:`StateSpaceError`)."""
+
+
+class KalmanModelError(StateSpaceError):
     """The library refused a model (invalid matrices, no DARE solution) or an exact computation on it.
 
-    Attributes:
-        source: where the model came from.
-        reason: the library's message.
-        method: the exact method asked for, when the refusal came from the exact EP (else ``None``).
-        num_steps: the length ``T`` of that computation (else ``None``).
+    Besides ``source`` and ``reason`` (:class:`StateSpaceError`): ``method``, the exact method asked for when
+    the refusal came from the exact EP, and ``num_steps``, the length ``T`` of that computation (else ``None``).
     """
 
     def __init__(self, source: str, reason: str, *, method: str | None = None, num_steps: int | None = None):
-        self.source, self.reason, self.method, self.num_steps = source, reason, method, num_steps
-        where = source if method is None else f"{source}, method {method!r} at T = {num_steps}"
-        super().__init__(f"{where}: {reason}")
+        self.method, self.num_steps = method, num_steps
+        super().__init__(source, reason, None if method is None else f"{source}, method {method!r} at T = {num_steps}")
 
 
 @dataclass(frozen=True)
@@ -570,6 +570,7 @@ __all__ = [
     "KalmanModelComparison",
     "KalmanModelError",
     "KalmanRow",
+    "StateSpaceError",
     "StateSpaceFileError",
     "StateSpaceSpec",
     "compare_kalman",
