@@ -21,6 +21,11 @@ MODULES = [
     "epjax.ssm",
     "epjax.transformer",
     "epjax.experiments.markov_training",
+    "epjax.experiments.report",
+    "epjax.experiments.kalman_comparison",
+    "epjax.experiments.saved_models",
+    "epjax.experiments.training",
+    "epjax.families",
 ]
 
 

@@ -21,7 +21,8 @@ verdict); 2 invalid input (the message on stderr, no traceback).
 from epjax.cli import _kalman, _neural, _decompose, _lm, _demo  # noqa: F401, I001  (isort: skip)
 from epjax.cli._base import COMMANDS, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, build_parser, main
 from epjax.cli._demo import DEMO_SECTIONS, DemoSection
-from epjax.cli._neural import load_sequences, prepare_training_data
+from epjax.cli._neural import prepare_training_data
+from epjax.experiments.training import load_sequences
 
 __all__ = [
     "COMMANDS",

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 import epjax
-from epjax.experiments.report import (  # format_table, json_number: shared by the command modules
+from epjax.experiments.report import (
     Provenance,
     Result,
-    format_table,  # noqa: F401 - re-exported for the command modules
-    json_number,  # noqa: F401 - re-exported for the command modules
     save_figure,
 )
 
@@ -141,17 +138,6 @@ def print_written(args: argparse.Namespace, *options: str) -> None:
     written = [f"{opt} {getattr(args, opt)}" for opt in options if getattr(args, opt, None) is not None]
     if written:
         print("\nwrote " + ", ".join(written))
-
-
-def format_matrix(x: Any) -> str:
-    rows = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    return "[" + ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in rows) + "]"
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, disable=not enabled, leave=False)
 
 
 def positive_float(text: str) -> float:

@@ -1,9 +1,49 @@
-"""Experiments: end-to-end studies built on the model families and the EP engine (never imported by them).
+"""Experiments: complete studies built on the model families, the engine and the loaders (nothing below imports them).
 
-- :mod:`epjax.experiments.markov_training`: neural models trained on sequences of an irreversible Markov chain,
-  whose entropy production converges to the chain's exact value as they learn.
+Each experiment is a function taking plain arguments (models, files, sizes, seeds) and returning a typed
+:class:`~epjax.experiments.report.Result` that renders itself as a table, a JSON-ready dictionary, CSV rows and a
+figure; the command line, the demo, the notebooks and the benchmarks all call these functions.
+
+- :mod:`~epjax.experiments.report`: the :class:`Result` base, :class:`Provenance`, :class:`ExperimentError`.
+- :mod:`~epjax.experiments.kalman_comparison`: exact vs Monte Carlo EP of Kalman innovation models (the EP
+  paper's Fig. 5), JSON state-space model files.
+- :mod:`~epjax.experiments.decompositions`: retrospective decompositions of Kalman models and of saved models.
+- :mod:`~epjax.experiments.markov_training`: neural models trained on an irreversible Markov chain, whose EP
+  converges to the chain's exact value as they learn.
+- :mod:`~epjax.experiments.training`: training a family on token sequences (a file or the built-in chain).
+- :mod:`~epjax.experiments.saved_models`: Monte Carlo EP of a saved model, with its training chain's exact value.
+- :mod:`~epjax.experiments.texts`: causal vs non-causal texts under a language model (the EP paper's Fig. 4).
+- :mod:`~epjax.experiments.sampled_text`: EP of text sampled from a language model; the fluctuation check.
+- :mod:`~epjax.experiments.demo`: the checks of ``epjax demo``.
+
+Modules load on first access (``epjax.experiments.texts`` needs the language-model extra, others do not).
 """
 
-from epjax.experiments import markov_training
+import importlib
 
-__all__ = ["markov_training"]
+MODULES = (
+    "decompositions",
+    "demo",
+    "kalman_comparison",
+    "markov_training",
+    "report",
+    "sampled_text",
+    "saved_models",
+    "texts",
+    "training",
+)
+
+
+def __getattr__(name: str):
+    if name in MODULES:
+        module = importlib.import_module(f"epjax.experiments.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'epjax.experiments' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *MODULES])
+
+
+__all__ = list(MODULES)
