@@ -32,9 +32,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 tokenizers = pytest.importorskip("tokenizers")
 
-from epjax import pretrained  # noqa: E402
+from epjax import llama, pretrained  # noqa: E402
 from epjax.discrete import DiscreteModel  # noqa: E402
-from epjax.pretrained import llama  # noqa: E402
 from epjax.pretrained import tokenizer as tokenizer_lib  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
@@ -469,7 +468,7 @@ def test_llama_windowed_sampling_equals_one_scan(x64):
     np.testing.assert_array_equal(x, x_one)
     np.testing.assert_allclose(log_p, log_p_one, rtol=0, atol=1e-12)
     np.testing.assert_allclose(log_p, jax.jit(model.log_probs)(params, x), rtol=0, atol=1e-10)
-    assert model.fit_cache(model.initial(params)[0], 9).keys.shape == (2, 9, 2, 4)
+    assert model.fit_cache(model.initial(params)[0], 9).keys.shape == (2, 2, 9, 4)  # [L, G, S, K]
 
 
 def test_llama_init_and_temperature():

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import epjax
-from epjax import _xla, rnn, ssm, transformer
-from epjax.pretrained import llama
+from epjax import _xla, llama, rnn, ssm, transformer
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 ON_CPU = jax.default_backend() == "cpu"
