@@ -139,18 +139,24 @@ def check_matrix(name: str, x: Any, *, shape: tuple[int | None, int | None] | No
                 raise ValueError(f"`{name}` must have shape {_shape_str(shape)}, got shape {actual}.")
 
 
-def check_symmetric_positive_definite(name: str, x: Any) -> None:
-    """Raise unless the concrete matrix ``x`` is symmetric positive definite."""
-    if not is_concrete(x):
-        return
+def _symmetric_spectrum(name: str, x: Any) -> tuple[float, float, float]:
+    """``(smallest eigenvalue, scale, tolerance)`` of a concrete square matrix, after checking its symmetry."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.shape[0] != arr.shape[1]:
         raise ValueError(f"`{name}` must be square, got shape {arr.shape}.")
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
+    tolerance = _symmetry_tolerance(x)
     asym = float(np.max(np.abs(arr - arr.T)))
-    if asym > _symmetry_tolerance(x) * scale:
+    if asym > tolerance * scale:
         raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
-    eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
+    return float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T)))), scale, tolerance
+
+
+def check_symmetric_positive_definite(name: str, x: Any) -> None:
+    """Raise unless the concrete matrix ``x`` is symmetric positive definite."""
+    if not is_concrete(x):
+        return
+    eig_min, _, _ = _symmetric_spectrum(name, x)
     if eig_min <= 0.0:
         raise ValueError(f"`{name}` must be positive definite, got smallest eigenvalue {eig_min:.3g}.")
 
@@ -159,15 +165,8 @@ def check_symmetric_positive_semidefinite(name: str, x: Any) -> None:
     """Raise unless the concrete matrix ``x`` is symmetric positive semi-definite."""
     if not is_concrete(x):
         return
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {arr.shape}.")
-    scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
-    asym = float(np.max(np.abs(arr - arr.T)))
-    if asym > _symmetry_tolerance(x) * scale:
-        raise ValueError(f"`{name}` must be symmetric, got max |{name} - {name}^T| = {asym:.3g}.")
-    eig_min = float(np.min(np.linalg.eigvalsh(0.5 * (arr + arr.T))))
-    if eig_min < -_symmetry_tolerance(x) * scale:
+    eig_min, scale, tolerance = _symmetric_spectrum(name, x)
+    if eig_min < -tolerance * scale:
         raise ValueError(f"`{name}` must be positive semi-definite, got smallest eigenvalue {eig_min:.3g}.")
 
 

@@ -129,6 +129,17 @@ class DiscreteModel:
     # cache window by window (see `decode_windows` and `fit_cache`) instead of attending to all slots.
     windowed_cache: bool = False
 
+    def init_config(self, config: Any, config_class: type, *, temperature: float = 1.0) -> None:
+        """Set ``config``, ``vocab_size`` and ``temperature`` in a family's ``__init__`` (validating both)."""
+        if not isinstance(config, config_class):
+            raise ValueError(
+                f"`config` must be an {config_class.__module__}.{config_class.__qualname__}, "
+                f"got {type(config).__name__}."
+            )
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.temperature = check_temperature(temperature)
+
     # --- to implement -------------------------------------------------------------------------------------
     def init(self, key: Array) -> PyTree:
         """Fresh parameters."""

@@ -51,9 +51,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from epjax._checks import check_positive_int
+from epjax._checks import check_dtype_available, check_positive_int
 from epjax._xla import XLA_CPU_EMITTERS
-from epjax.discrete import DiscreteModel, check_temperature
+from epjax.discrete import DiscreteModel
 
 Array = jax.Array
 PyTree = Any
@@ -294,11 +294,7 @@ class Model(DiscreteModel):
     xla_cpu_options = XLA_CPU_EMITTERS  # measured faster than jaxlib's YNNPACK fusions (epjax._xla)
 
     def __init__(self, config: Config, *, temperature: float = 1.0):
-        if not isinstance(config, Config):
-            raise ValueError(f"`config` must be an epjax.rnn.Config, got {type(config).__name__}.")
-        self.config = config
-        self.vocab_size = config.vocab_size
-        self.temperature = check_temperature(temperature)
+        self.init_config(config, Config, temperature=temperature)
         with warnings.catch_warnings():
             # Only shapes are traced here; a float64 config outside x64 must not warn at construction.
             warnings.filterwarnings("ignore", message=".*float64.*", category=UserWarning)
@@ -307,11 +303,7 @@ class Model(DiscreteModel):
 
     def init(self, key: Array) -> nnx.State:
         """Fresh parameters: the ``nnx.State`` of a newly initialised :class:`Network`."""
-        if self.config.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ValueError(
-                "`config.dtype` is 'float64' but 64-bit JAX is disabled; initialise inside "
-                "`with jax.enable_x64(True):` (or set JAX_ENABLE_X64=1)."
-            )
+        check_dtype_available(self.config.dtype, name="config.dtype")
         return nnx.state(Network(self.config, rngs=nnx.Rngs(key)))
 
     def decoding_params(self, params: PyTree, num_steps: int) -> PyTree:

@@ -59,9 +59,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from epjax._checks import check_positive_float, check_positive_int
+from epjax._checks import check_dtype_available, check_positive_float, check_positive_int
 from epjax._xla import XLA_CPU_EMITTERS
-from epjax.discrete import DiscreteModel, check_temperature, frozen_config
+from epjax.discrete import DiscreteModel, frozen_config
 
 Array = jax.Array
 PyTree = Any
@@ -483,11 +483,7 @@ class Model(DiscreteModel):
     xla_cpu_options = XLA_CPU_EMITTERS  # measured faster than jaxlib's YNNPACK fusions (epjax._xla)
 
     def __init__(self, config: Config, *, temperature: float = 1.0):
-        if not isinstance(config, Config):
-            raise ValueError(f"`config` must be an epjax.ssm.Config, got {type(config).__name__}.")
-        self.config = config
-        self.vocab_size = config.vocab_size
-        self.temperature = check_temperature(temperature)
+        self.init_config(config, Config, temperature=temperature)
         with warnings.catch_warnings():
             # A float64 model may be built outside x64 and used inside it; the graph is dtype-agnostic and
             # no array is allocated here, so JAX's "float64 truncated" warnings are noise.
@@ -496,11 +492,7 @@ class Model(DiscreteModel):
 
     def init(self, key: Array) -> nnx.State:
         """Fresh parameters (the NNX state of :class:`Network`), in ``config.dtype``."""
-        if jax.dtypes.canonicalize_dtype(self.config.dtype) != jnp.dtype(self.config.dtype):
-            raise ValueError(
-                f"`config.dtype` = {self.config.dtype!r} needs 64-bit JAX: build and use the model under "
-                "`jax.enable_x64(True)` (or set JAX_ENABLE_X64)."
-            )
+        check_dtype_available(self.config.dtype, name="config.dtype")
         return nnx.split(Network(self.config, rngs=nnx.Rngs(key)))[1]
 
     def _network(self, params: nnx.State) -> Network:

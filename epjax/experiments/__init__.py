@@ -16,12 +16,21 @@ figure; the command line, the demo, the notebooks and the benchmarks all call th
 - :mod:`~epjax.experiments.sampled_text`: EP of text sampled from a language model; the fluctuation check.
 - :mod:`~epjax.experiments.demo`: the checks of ``epjax demo``.
 
-Modules load on first access (``epjax.experiments.texts`` needs the language-model extra, others do not).
 """
 
-import importlib
+from epjax.experiments import (
+    decompositions,
+    demo,
+    kalman_comparison,
+    markov_training,
+    report,
+    sampled_text,
+    saved_models,
+    texts,
+    training,
+)
 
-MODULES = (
+__all__ = [
     "decompositions",
     "demo",
     "kalman_comparison",
@@ -31,19 +40,4 @@ MODULES = (
     "saved_models",
     "texts",
     "training",
-)
-
-
-def __getattr__(name: str):
-    if name in MODULES:
-        module = importlib.import_module(f"epjax.experiments.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'epjax.experiments' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *MODULES])
-
-
-__all__ = list(MODULES)
+]
