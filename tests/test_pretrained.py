@@ -198,10 +198,12 @@ def _add_tensor(w, name, array, qtype, rng):
         w.add_tensor(name, array)
     elif qtype == Q.F16:
         w.add_tensor(name, array.astype(np.float16))
-    elif qtype in (Q.Q5_K,):  # a type epjax refuses: random bytes of the right size
+    elif qtype in (Q.Q5_K, Q.Q8_K):  # types gguf cannot quantise: random bytes of the right size
         block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
-        raw = rng.integers(0, 256, size=(array.shape[0], array.shape[1] // block * nbytes), dtype=np.uint8)
-        w.add_tensor(name, raw, raw_dtype=qtype)
+        raw = rng.integers(0, 256, size=(array.shape[0], array.shape[1] // block, nbytes), dtype=np.uint8)
+        if qtype == Q.Q5_K:  # finite scales d, dmin (float16 at bytes 0 and 2 of each block)
+            raw[..., :4] = rng.uniform(0.01, 0.1, raw.shape[:2] + (2,)).astype("<f2").view(np.uint8)
+        w.add_tensor(name, raw.reshape(array.shape[0], -1), raw_dtype=qtype)
     else:
         w.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
 
@@ -245,13 +247,15 @@ def test_dequantize_matches_gguf_package(qtype):
         np.testing.assert_array_equal(got, want)
 
 
-def test_dequantize_refuses_unsupported_types_and_bad_sizes():
-    with pytest.raises(ValueError, match=r"Q5_K.*supported types: F32, F16, Q4_0, Q4_1, Q8_0, BF16"):
-        pretrained.dequantize(np.zeros(176, np.uint8), int(Q.Q5_K), (256,))
+def test_dequantize_refuses_types_nothing_decodes_and_bad_sizes():
+    # Types epjax does not decode itself go to gguf.quants.dequantize (tests/test_gguf_quants.py); Q8_K is one
+    # neither decodes.
+    with pytest.raises(ValueError, match=r"cannot dequantise type Q8_K: neither epjax nor the installed gguf"):
+        pretrained.dequantize(np.zeros(292, np.uint8), int(Q.Q8_K), (256,))
     with pytest.raises(ValueError, match="must be 40 bytes"):
         pretrained.dequantize(np.zeros(41, np.uint8), "Q4_1", (64,))
-    with pytest.raises(ValueError, match="cannot dequantise type 'Q5_K'"):
-        pretrained.dequantize(np.zeros(176, np.uint8), "Q5_K", (256,))
+    with pytest.raises(ValueError, match=r"cannot dequantise type 'Q9_9'.*reads F32, F16, Q4_0, Q4_1, Q8_0, BF16"):
+        pretrained.dequantize(np.zeros(176, np.uint8), "Q9_9", (256,))
 
 
 def test_reader_matches_gguf_reader(tiny_gguf):
@@ -761,16 +765,14 @@ def test_missing_and_corrupt_files(tmp_path, tiny_gguf):
 
 
 def test_unsupported_files(tmp_path, bpe):
-    path = write_llama_gguf(
-        tmp_path / "k.gguf",
-        bpe,
-        embed=256,
-        mlp=256,
-        heads=4,
-        kv_heads=4,
-        types={"blk.0.ffn_down.weight": Q.Q5_K},
-    )
-    with pytest.raises(ValueError, match=r"'blk.0.ffn_down.weight' has type Q5_K.*supported types: F32, F16"):
+    sizes = dict(embed=256, mlp=256, heads=4, kv_heads=4)
+    # A K-quant tensor is read through gguf.quants.dequantize; a Q8_K one, which nothing decodes, is refused.
+    path = write_llama_gguf(tmp_path / "k.gguf", bpe, **sizes, types={"blk.0.ffn_down.weight": Q.Q5_K})
+    _, params, _ = pretrained.load_gguf(path)
+    (stored,) = [t for t in gguf.GGUFReader(path).tensors if t.name == "blk.0.ffn_down.weight"]
+    np.testing.assert_array_equal(params["blocks"]["down"][0], gguf.quants.dequantize(stored.data, Q.Q5_K))
+    path = write_llama_gguf(tmp_path / "q8k.gguf", bpe, **sizes, types={"blk.0.ffn_down.weight": Q.Q8_K})
+    with pytest.raises(ValueError, match=r"'blk.0.ffn_down.weight': cannot dequantise type Q8_K: neither epjax"):
         pretrained.load_gguf(path)
     path = write_llama_gguf(tmp_path / "mamba.gguf", bpe, arch="mamba")
     with pytest.raises(

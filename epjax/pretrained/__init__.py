@@ -16,10 +16,11 @@ token that is not part of the scored sequence ``x``, in both directions (docs/ma
 ``sigma(model, params, x)`` is the EP paper's σ.
 
 The GGUF reader (pretrained/_gguf.py: :func:`read_gguf`, :func:`dequantize`) decodes F32, F16, BF16, Q8_0,
-Q4_0 and Q4_1 tensors (:data:`SUPPORTED_TYPES`).
+Q4_0 and Q4_1 tensors itself (:data:`SUPPORTED_TYPES`) and every other type ``gguf.quants.dequantize`` handles
+(the K-quants Q2_K..Q6_K, Q5_0, Q5_1, the IQ types, ...) through the ``gguf`` package.
 
-Nothing is downloaded: weights are read from local files only. Needs the ``lm`` extra (``tokenizers``;
-``gguf`` for naming tensor types it cannot read).
+Nothing is downloaded: weights are read from local files only. Needs the ``lm`` extra (``tokenizers``,
+``gguf``).
 
 >>> import jax.numpy as jnp
 >>> model, params, tokenizer = load_gguf()                                  # doctest: +SKIP

@@ -21,15 +21,20 @@ and the aligned tensor data. Two layout conventions matter to a reader:
   Q4_1   20 / 32  ``d: f16, m: f16``, nibbles as Q4_0               ``d q_i + m``
   ====== ======== ================================================ =========================================
 
-The reader parses the header itself (``gguf.GGUFReader`` builds a NumPy view per metadata element: 2.2 s
-for SmolLM2's 49k-token vocabulary on a 2-core CPU, against 0.05 s here) and memory-maps the tensor data,
-so nothing is read until a tensor is asked for. The ``gguf`` package is the test oracle for the reader and
-for every dequantiser. Every malformed input -- not a GGUF file, a truncated or corrupt header, an
-unsupported tensor type -- is a ``ValueError`` naming the file and the problem.
+Every other tensor type -- Q5_0, Q5_1, the K-quants Q2_K .. Q6_K, the IQ and TQ types, MXFP4, ... -- is
+decoded by the ``gguf`` package's ``gguf.quants.dequantize`` (block sizes from ``gguf.GGML_QUANT_SIZES``); a
+type neither decodes (Q8_1, Q8_K, the integer types, ...) is refused with a ``ValueError`` naming it.
+
+The reader parses the header itself (``gguf.GGUFReader`` builds a NumPy view per metadata element, far slower
+for a large vocabulary) and memory-maps the tensor data, so nothing is read until a tensor is asked for. The
+``gguf`` package is the test oracle for the reader and for every dequantiser. Every malformed input -- not a
+GGUF file, a truncated or corrupt header, a tensor type nothing here decodes -- is a ``ValueError`` naming the
+file and the problem.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import mmap
 import os
 import struct
@@ -42,8 +47,8 @@ import numpy as np
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
 
-# ggml type id -> (name, elements per block, bytes per block). Only the supported ones; other ids are named
-# through the ``gguf`` package when it is installed.
+# ggml type id -> (name, elements per block, bytes per block) of the types epjax dequantises itself; every
+# other id is named, sized and dequantised through the ``gguf`` package when it is installed.
 _TYPES: dict[int, tuple[str, int, int]] = {
     0: ("F32", 1, 4),
     1: ("F16", 1, 2),
@@ -52,7 +57,7 @@ _TYPES: dict[int, tuple[str, int, int]] = {
     8: ("Q8_0", 32, 34),
     30: ("BF16", 1, 2),
 }
-SUPPORTED_TYPES = tuple(name for name, _, _ in _TYPES.values())
+SUPPORTED_TYPES = tuple(name for name, _, _ in _TYPES.values())  # decoded here; others by gguf.quants
 
 # GGUF metadata value types: id -> struct format (scalars), 8 = string, 9 = array.
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -72,16 +77,45 @@ _NUMPY = {
 _STRING, _ARRAY = 8, 9
 
 
-def type_name(type_id: int) -> str:
-    """The ggml name of a tensor type id (``"Q4_1"``), also for types this module cannot read."""
-    if type_id in _TYPES:
-        return _TYPES[type_id][0]
+def _import_gguf() -> Any:
+    """The ``gguf`` package, or ``None`` when it is not installed."""
     try:
         import gguf
+    except ImportError:  # pragma: no cover - exercised only without the optional dependency
+        return None
+    return gguf
 
-        return gguf.GGMLQuantizationType(type_id).name
-    except Exception:  # noqa: BLE001 - no gguf package, or an id it does not know
-        return f"type id {type_id}"
+
+def _gguf_type(type_id: int) -> Any:
+    """``gguf.GGMLQuantizationType(type_id)``, or ``None`` (no gguf package, or an id it does not know)."""
+    gguf = _import_gguf()
+    try:
+        return None if gguf is None else gguf.GGMLQuantizationType(type_id)
+    except ValueError:
+        return None
+
+
+def type_name(type_id: int) -> str:
+    """The ggml name of a tensor type id (``"Q4_1"``), also for types epjax does not dequantise itself."""
+    if type_id in _TYPES:
+        return _TYPES[type_id][0]
+    qtype = _gguf_type(type_id)
+    return f"type id {type_id}" if qtype is None else qtype.name
+
+
+def block_layout(type_id: int) -> tuple[str, int, int] | None:
+    """``(name, values per block, bytes per block)`` of a tensor type, or ``None`` when its size is unknown.
+
+    epjax's own table for the types it dequantises, ``gguf.GGML_QUANT_SIZES`` for the others.
+    """
+    if type_id in _TYPES:
+        return _TYPES[type_id]
+    qtype = _gguf_type(type_id)
+    gguf = _import_gguf()
+    if qtype is None or qtype not in gguf.GGML_QUANT_SIZES:
+        return None
+    block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    return qtype.name, block, block_bytes
 
 
 class TensorInfo(NamedTuple):
@@ -90,9 +124,10 @@ class TensorInfo(NamedTuple):
     Attributes:
         name: the tensor's name, e.g. ``"blk.0.attn_q.weight"``.
         shape: the NumPy shape (GGUF's dims reversed).
-        type_id: the ggml type id (see :data:`SUPPORTED_TYPES` for the readable ones).
+        type_id: the ggml type id (:data:`SUPPORTED_TYPES` are decoded by epjax, the others by ``gguf``).
         offset: byte offset of the data in the file.
-        nbytes: size of the stored data in bytes (0 for an unsupported type, whose size is unknown).
+        nbytes: size of the stored data in bytes (0 for a type whose size is unknown: no ``gguf`` package,
+            or an id it does not know).
     """
 
     name: str
@@ -132,13 +167,23 @@ class GGUFFile:
     def raw(self, name: str) -> np.ndarray:
         """The stored bytes of tensor ``name`` as a read-only ``uint8`` array (no copy)."""
         info = self._info(name)
-        _check_type(info, self.path)
+        if block_layout(info.type_id) is None:
+            raise ValueError(
+                f"{self.path}: tensor {info.name!r} has type {info.type_name}, whose layout epjax does not know "
+                f"({_UNKNOWN_HINT}); epjax reads {', '.join(SUPPORTED_TYPES)} and every type the gguf package "
+                "dequantises."
+            )
         return np.frombuffer(self._buffer, dtype=np.uint8, count=info.nbytes, offset=info.offset)
 
     def tensor(self, name: str, dtype: Any = np.float32) -> np.ndarray:
         """Tensor ``name`` dequantised to ``dtype``, in NumPy shape order (GGUF dims reversed)."""
         info = self._info(name)
-        return dequantize(self.raw(name), info.type_id, info.shape).astype(dtype, copy=False)
+        raw = self.raw(name)
+        try:
+            values = dequantize(raw, info.type_id, info.shape)
+        except ValueError as err:
+            raise ValueError(f"{self.path}: tensor {info.name!r}: {err}") from None
+        return values.astype(dtype, copy=False)
 
     def _info(self, name: str) -> TensorInfo:
         if name not in self.tensors:
@@ -257,12 +302,13 @@ def _parse(buffer: Any, size: int) -> tuple[int, dict[str, Any], dict[str, Tenso
     tensors: dict[str, TensorInfo] = {}
     for name, shape, type_id, offset in infos:
         nbytes = 0
-        if type_id in _TYPES:
-            _, block, block_bytes = _TYPES[type_id]
+        layout = block_layout(type_id)
+        if layout is not None:
+            type_, block, block_bytes = layout
             n = int(np.prod(shape, dtype=np.int64))
             if shape and shape[-1] % block:
                 raise _Corrupt(
-                    f"tensor {name!r} of type {_TYPES[type_id][0]} has a row of {shape[-1]} "
+                    f"tensor {name!r} of type {type_} has a row of {shape[-1]} "
                     f"values, not a multiple of its block size {block}"
                 )
             nbytes = n // block * block_bytes
@@ -276,12 +322,7 @@ def _parse(buffer: Any, size: int) -> tuple[int, dict[str, Any], dict[str, Tenso
     return version, metadata, tensors
 
 
-def _check_type(info: TensorInfo, path: Any) -> None:
-    if info.type_id not in _TYPES:
-        raise ValueError(
-            f"{path}: tensor {info.name!r} has type {info.type_name}, which epjax cannot dequantise; "
-            f"supported types: {', '.join(SUPPORTED_TYPES)}."
-        )
+_UNKNOWN_HINT = "the gguf package is not installed, or does not know this type"
 
 
 def _half(blocks: np.ndarray, start: int) -> np.ndarray:
@@ -297,6 +338,8 @@ def _nibbles(packed: np.ndarray) -> np.ndarray:
 def dequantize(raw: np.ndarray, type_id: int | str, shape: tuple[int, ...]) -> np.ndarray:
     """Decode stored GGUF tensor bytes to float32 of NumPy ``shape`` (formulas in the module docstring).
 
+    :data:`SUPPORTED_TYPES` are decoded here; every other type through ``gguf.quants.dequantize``.
+
     Args:
         raw: the stored bytes, ``uint8`` (any shape; it is flattened).
         type_id: the ggml type id or name (``"Q4_1"``).
@@ -306,20 +349,26 @@ def dequantize(raw: np.ndarray, type_id: int | str, shape: tuple[int, ...]) -> n
         A new float32 array of ``shape``.
 
     Raises:
-        ValueError: an unsupported type, or ``raw`` of the wrong size.
+        ValueError: a type neither epjax nor the ``gguf`` package decodes, or ``raw`` of the wrong size.
     """
     if isinstance(type_id, str):
         ids = {name: i for i, (name, _, _) in _TYPES.items()}
+        gguf = _import_gguf()
+        if type_id not in ids and gguf is not None and type_id in gguf.GGMLQuantizationType.__members__:
+            ids[type_id] = int(gguf.GGMLQuantizationType[type_id])
         if type_id not in ids:
             raise ValueError(
-                f"cannot dequantise type {type_id!r}; supported types: {', '.join(SUPPORTED_TYPES)}."
+                f"cannot dequantise type {type_id!r} ({_UNKNOWN_HINT}); epjax reads "
+                f"{', '.join(SUPPORTED_TYPES)} and every type the gguf package dequantises."
             )
         type_id = ids[type_id]
-    if type_id not in _TYPES:
+    layout = block_layout(type_id)
+    if layout is None:
         raise ValueError(
-            f"cannot dequantise type {type_name(type_id)}; supported types: {', '.join(SUPPORTED_TYPES)}."
+            f"cannot dequantise type {type_name(type_id)} ({_UNKNOWN_HINT}); epjax reads "
+            f"{', '.join(SUPPORTED_TYPES)} and every type the gguf package dequantises."
         )
-    name, block, block_bytes = _TYPES[type_id]
+    name, block, block_bytes = layout
     n = int(np.prod(shape, dtype=np.int64))
     raw = np.asarray(raw).reshape(-1).view(np.uint8)
     if n % block or raw.size != n // block * block_bytes:
@@ -327,6 +376,8 @@ def dequantize(raw: np.ndarray, type_id: int | str, shape: tuple[int, ...]) -> n
             f"{name} data for shape {tuple(shape)} must be {n // block * block_bytes} bytes "
             f"(blocks of {block} values in {block_bytes} bytes), got {raw.size} bytes."
         )
+    if type_id not in _TYPES:
+        return _dequantize_with_gguf(raw, type_id, shape, block, block_bytes)
     if name == "F32":
         out = raw.view("<f4").astype(np.float32)
     elif name == "F16":
@@ -346,6 +397,24 @@ def dequantize(raw: np.ndarray, type_id: int | str, shape: tuple[int, ...]) -> n
     return out.reshape(shape)
 
 
+def _dequantize_with_gguf(
+    raw: np.ndarray, type_id: int, shape: tuple[int, ...], block: int, block_bytes: int
+) -> np.ndarray:
+    """``gguf.quants.dequantize`` of ``raw`` (rows of the last axis, as the file stores them) as float32."""
+    gguf = _import_gguf()
+    qtype = gguf.GGMLQuantizationType(type_id)
+    row_bytes = (shape[-1] if shape else 1) // block * block_bytes
+    try:
+        out = gguf.quants.dequantize(raw.reshape(-1, row_bytes) if row_bytes else raw, qtype)
+    except NotImplementedError:
+        raise ValueError(
+            f"cannot dequantise type {qtype.name}: neither epjax nor the installed gguf package "
+            f"({importlib.metadata.version('gguf')}) decodes it; epjax reads {', '.join(SUPPORTED_TYPES)} and "
+            "every type gguf.quants.dequantize implements."
+        ) from None
+    return np.asarray(out, dtype=np.float32).reshape(shape)
+
+
 def metadata_value(
     file: GGUFFile | Mapping[str, Any], key: str, default: Any = ..., *, path: Any = None
 ) -> Any:
@@ -363,6 +432,7 @@ __all__ = [
     "GGUFFile",
     "SUPPORTED_TYPES",
     "TensorInfo",
+    "block_layout",
     "dequantize",
     "metadata_value",
     "read_gguf",
