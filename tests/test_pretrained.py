@@ -606,6 +606,38 @@ def test_gpt2_kv_cache_equals_parallel(gpt2_folder):
     np.testing.assert_allclose(log_p, jax.jit(model.log_probs)(params, xs), rtol=0, atol=1e-5)
 
 
+def test_read_safetensors(tmp_path):
+    """The safetensors package reads the file (BF16 widened to float32, other dtypes as stored); bad files are
+    ValueErrors."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from epjax.pretrained import gpt2
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "f32": rng.standard_normal((3, 4)).astype(np.float32),
+        "f16": rng.standard_normal(5).astype(np.float16),
+        "bf16": rng.standard_normal((2, 3)).astype(ml_dtypes.bfloat16),
+        "i64": np.arange(6, dtype=np.int64).reshape(2, 3),
+    }
+    path = tmp_path / "t.safetensors"
+    safetensors_numpy.save_file(tensors, str(path))
+    read = gpt2.read_safetensors(path)
+    assert set(read) == set(tensors)
+    for name, want in tensors.items():
+        got = read[name]
+        assert got.shape == want.shape
+        assert got.dtype == (np.float32 if name == "bf16" else want.dtype)
+        np.testing.assert_array_equal(got, want.astype(got.dtype))
+    with pytest.raises(ValueError, match="safetensors file not found"):
+        gpt2.read_safetensors(tmp_path / "missing.safetensors")
+    data = path.read_bytes()
+    for name, content in (("cut", data[:-3]), ("junk", rng.bytes(64)), ("short", data[:4])):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="not a valid safetensors file"):
+            gpt2.read_safetensors(tmp_path / name)
+
+
 @needs_transformers
 def test_gpt2_bad_checkpoints(tmp_path, gpt2_folder):
     with pytest.raises(ValueError, match="not a directory"):

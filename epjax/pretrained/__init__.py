@@ -20,7 +20,7 @@ Q4_0 and Q4_1 tensors itself (:data:`SUPPORTED_TYPES`) and every other type ``gg
 (the K-quants Q2_K..Q6_K, Q5_0, Q5_1, the IQ types, ...) through the ``gguf`` package.
 
 Nothing is downloaded: weights are read from local files only. Needs the ``lm`` extra (``tokenizers``,
-``gguf``).
+``gguf``, ``safetensors``).
 
 >>> import jax.numpy as jnp
 >>> model, params, tokenizer = load_gguf()                                  # doctest: +SKIP

@@ -8,16 +8,17 @@ vector ``b`` becomes the embedding of ``<|endoftext|>``, which puts BOS at posit
 ``t``: exactly GPT-2 run on ``(<|endoftext|>, x_1, .., x_T)``, the EP paper's setting. Its context is
 therefore ``n_positions - 1`` tokens (1023 for GPT-2).
 
-The folder holds ``config.json``, ``model.safetensors`` (read here with a small parser: an 8-byte header
-length, a JSON header, the raw little-endian buffer) and ``tokenizer.json`` or ``vocab.json`` +
-``merges.txt``.
+The folder holds ``config.json``, ``model.safetensors`` (read with the ``safetensors`` package, memory-mapped:
+only the tensors the model needs are copied out, the BOS vector as one row of ``wte``) and ``tokenizer.json``
+or ``vocab.json`` + ``merges.txt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,60 +30,53 @@ from epjax import transformer
 from epjax.discrete import check_temperature
 from epjax.pretrained.tokenizer import Tokenizer
 
-_SAFETENSORS_DTYPES = {
-    "F64": "<f8",
-    "F32": "<f4",
-    "F16": "<f2",
-    "BF16": "bf16",
-    "I64": "<i8",
-    "I32": "<i4",
-    "I16": "<i2",
-    "I8": "i1",
-    "U8": "u1",
-    "BOOL": "?",
-}
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 _IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of old checkpoints, not parameters
 
 
+def _import_safetensors():
+    try:
+        import ml_dtypes  # noqa: F401 - registers bfloat16 with NumPy, which safetensors' NumPy arrays need
+        import safetensors
+    except ImportError:  # pragma: no cover - exercised only without the optional dependency
+        raise ImportError("load_gpt2 needs the `safetensors` package: pip install 'epjax[lm]'.") from None
+    return safetensors
+
+
+@contextlib.contextmanager
+def _open_safetensors(path: Path) -> Iterator[Any]:
+    """``safetensors.safe_open(path, framework="numpy")`` (memory-mapped), its errors as ``ValueError``."""
+    safetensors = _import_safetensors()
+    if not path.is_file():
+        raise ValueError(f"safetensors file not found: {str(path)!r} does not exist or is not a file.")
+    try:
+        handle = safetensors.safe_open(str(path), framework="numpy")
+    except (safetensors.SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a valid safetensors file ({err}).") from None
+    with handle:
+        yield handle
+
+
+def _read_tensor(handle: Any, name: str, path: Path, row: int | None = None) -> np.ndarray:
+    """Tensor ``name`` (or one ``row`` of it) as NumPy, BF16 widened to float32; ``ValueError`` if unreadable."""
+    try:
+        array = handle.get_tensor(name) if row is None else handle.get_slice(name)[row]
+    except Exception as err:  # noqa: BLE001 - SafetensorError, or a dtype NumPy does not know
+        raise ValueError(f"{path}: cannot read tensor {name!r} ({type(err).__name__}: {err}).") from None
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a ``.safetensors`` file as NumPy arrays (float types as float32 or float64 copies).
+    """The tensors of a ``.safetensors`` file as NumPy arrays (stored dtypes; BF16 widened to float32).
+
+    Read with the ``safetensors`` package (memory-mapped: each tensor is copied out of the mapping once).
 
     Raises:
         ValueError: a missing, truncated or malformed file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"safetensors file not found: {str(path)!r} does not exist or is not a file.")
-    data = path.read_bytes()
-    try:
-        (header_size,) = struct.unpack_from("<Q", data, 0)
-        if header_size > len(data) - 8:
-            raise ValueError(f"header of {header_size} bytes in a file of {len(data)}")
-        header = json.loads(data[8 : 8 + header_size].decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
-        start = 8 + header_size
-        tensors = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-            if dtype not in _SAFETENSORS_DTYPES:
-                raise ValueError(f"tensor {name!r} has unsupported dtype {dtype!r}")
-            if not 0 <= begin <= end <= len(data) - start:
-                raise ValueError(f"tensor {name!r} lies outside the file")
-            raw = np.frombuffer(data, np.uint8, count=end - begin, offset=start + begin)
-            if dtype == "BF16":
-                array = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-            else:
-                array = raw.view(_SAFETENSORS_DTYPES[dtype])
-            if array.size != int(np.prod(shape, dtype=np.int64)):
-                raise ValueError(f"tensor {name!r} has {array.size} values for shape {shape}")
-            tensors[name] = array.reshape(shape)
-    except (struct.error, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a valid safetensors file ({err}).") from None
-    return tensors
+    with _open_safetensors(path) as handle:
+        return {name: _read_tensor(handle, name, path) for name in handle.keys()}
 
 
 def _read_config(folder: Path) -> dict:
@@ -184,37 +178,38 @@ def from_checkpoint(
     weights_path = folder / "model.safetensors"
     if not weights_path.is_file():
         raise ValueError(f"{folder}: no model.safetensors (PyTorch .bin checkpoints are not read).")
-    weights = read_safetensors(weights_path)
-    prefix = "transformer." if any(k.startswith("transformer.") for k in weights) else ""
-    weights = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in weights.items()}
-    tokenizer = Tokenizer.from_folder(folder, vocab_size=config.vocab_size)
-
     model = transformer.Model(config, temperature=temperature)
     names = _hf_names(config)
     known = {name for name, _ in names.values()} | ({"lm_head.weight"} if config.tie_embeddings else set())
-    unexpected = sorted(k for k in weights if k not in known and not k.endswith(_IGNORED))
-    if unexpected:
-        raise ValueError(f"{weights_path}: unexpected tensors for GPT-2: {unexpected[:5]}.")
     np_dtype = np.dtype(dtype)
 
-    def fill(path, leaf):
-        key = _path_key(path)
-        if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|>
-            name, transpose, row = "wte.weight", False, tokenizer.bos_id
-        else:
-            (name, transpose), row = names[key], None
-        if name not in weights:
-            raise ValueError(f"{weights_path}: missing tensor {name!r}.")
-        array = weights[name].T if transpose else weights[name]
-        if row is not None:
-            array = array[row]
-        if array.shape != leaf.shape:
-            raise ValueError(
-                f"{weights_path}: tensor {name!r} has shape {array.shape}, config.json implies {leaf.shape}."
-            )
-        return jnp.asarray(array.astype(np_dtype))
+    with _open_safetensors(weights_path) as weights:
+        stored = list(weights.keys())  # a safe_open handle is not a Mapping
+        prefix = "transformer." if any(k.startswith("transformer.") for k in stored) else ""
+        stored = {k[len(prefix) :] if k.startswith(prefix) else k: k for k in stored}  # our name -> stored name
+        unexpected = sorted(k for k in stored if k not in known and not k.endswith(_IGNORED))
+        if unexpected:
+            raise ValueError(f"{weights_path}: unexpected tensors for GPT-2: {unexpected[:5]}.")
+        tokenizer = Tokenizer.from_folder(folder, vocab_size=config.vocab_size)
 
-    params = jax.tree_util.tree_map_with_path(fill, jax.eval_shape(model.init, jax.random.key(0)))
+        def fill(path, leaf):
+            key = _path_key(path)
+            if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|>
+                name, transpose, row = "wte.weight", False, tokenizer.bos_id
+            else:
+                (name, transpose), row = names[key], None
+            if name not in stored:
+                raise ValueError(f"{weights_path}: missing tensor {name!r}.")
+            full = tuple(weights.get_slice(stored[name]).get_shape())  # from the header: nothing read yet
+            shape = full[::-1] if transpose else full[1:] if row is not None else full
+            if shape != leaf.shape:
+                raise ValueError(
+                    f"{weights_path}: tensor {name!r} has shape {shape}, config.json implies {leaf.shape}."
+                )
+            array = _read_tensor(weights, stored[name], weights_path, row)
+            return jnp.asarray((array.T if transpose else array).astype(np_dtype))
+
+        params = jax.tree_util.tree_map_with_path(fill, jax.eval_shape(model.init, jax.random.key(0)))
     return model, params, tokenizer
 
 
