@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from epjax.discrete import DiscreteModel, check_temperature, fit_slots
+from epjax.discrete import DiscreteModel, fit_slots
 
 Array = jax.Array
 PyTree = Any
@@ -177,12 +177,8 @@ class CachedDecoder(DiscreteModel):
     def __init__(self, config: Any, *, temperature: float = 1.0):
         if isinstance(config, Mapping):
             config = self.config_class(**config)
-        if not isinstance(config, self.config_class):
-            raise ValueError(f"`config` must be a {self.family}.Config, got {type(config).__name__}.")
-        self.config = config
-        self.vocab_size = config.vocab_size
+        self.init_config(config, self.config_class, temperature=temperature)
         self.max_length = config.context_length
-        self.temperature = check_temperature(temperature)
 
     # --- the family's hooks -----------------------------------------------------------------------------------
     def embed_bos(self, params: PyTree) -> Array:

@@ -86,7 +86,7 @@ def test_llama_config_checks():
                          ("rope_base", float("inf")), ("bos_id", 9), ("tie_embeddings", 1), ("dtype", "float16")]:
         with pytest.raises(ValueError, match=f"llama.Config.{field}"):
             tiny_llama(**{field: value})
-    with pytest.raises(ValueError, match="`config` must be a llama.Config"):
+    with pytest.raises(ValueError, match="`config` must be an epjax.llama.Config, got Config"):
         llama.Model(transformer.Config(vocab_size=5, context_length=4, num_layers=1, num_heads=1, embed_size=4))
     with jax.enable_x64(False), pytest.raises(ValueError, match="enable_x64"):
         tiny_llama(dtype="float64").init(jax.random.key(0))
