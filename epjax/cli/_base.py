@@ -1,8 +1,10 @@
 """Shared machinery of the ``epjax`` command line: the subcommand registry, argument types, output files.
 
 Each subcommand is one function registered with :func:`command` (its options come from a ``configure``
-function) in a module of its own (``_kalman``, ``_neural``, ``_lm``, ``_decompose``, ``_demo``). Validation errors
-from the library (``ValueError``) and from the command line's own input checks are reported by :func:`main` as
+function) in a module of its own (``_kalman``, ``_neural``, ``_lm``, ``_decompose``, ``_demo``) that imports only
+this module. Options are rows of tables added by :func:`add_options` and :func:`add_choices`; the rows several
+commands share (:func:`seed`, :func:`batch_size`) are made here. Validation errors from the library
+(``ValueError``) and from the command line's own input checks are reported by :func:`main` as
 ``epjax: error: <message>`` with exit status 2, without a traceback.
 """
 
@@ -164,6 +166,61 @@ def open_fraction(text: str) -> float:
 
 
 open_fraction.__name__ = "fraction"
+
+
+ValueOption = tuple[str, str | None, Callable[[str], Any], Any, str]
+"""One row of an option table for :func:`add_options`: option, metavar, type, default, help."""
+
+ChoiceOption = tuple[str, Sequence[str], str | None, str]
+"""One row of an option table for :func:`add_choices`: option, choices, default, help."""
+
+
+def seed(help_text: str = "random seed (default: 0)") -> ValueOption:
+    """The ``--seed`` row (an integer >= 0, default 0; metavar SEED), by default worded as most commands word it."""
+    return ("--seed", None, int_at_least(0), 0, help_text)
+
+
+SEED = seed()
+"""``--seed``, as most commands word it."""
+
+
+def batch_size(default: int | None, help_text: str) -> ValueOption:
+    """The ``--batch-size B`` row (an integer >= 1) with a command's default and help."""
+    return ("--batch-size", "B", int_at_least(1), default, help_text)
+
+
+LIBRARY_BATCH_SIZE = batch_size(None, "trajectories per compiled batch (default: the library's)")
+"""``--batch-size`` of the Monte Carlo commands (``ep``, ``kalman``)."""
+
+SEQUENCE_BATCH_SIZE = batch_size(16, "sequences per compiled batch (default: 16)")
+"""``--batch-size`` of the language-model commands (``texts``, ``sample-lm``)."""
+
+
+def add_options(parser: argparse._ActionsContainer, *options: ValueOption) -> None:
+    """Add options that take one value, from rows ``(option, metavar, type, default, help)``, in order."""
+    for option, metavar, kind, default, help_text in options:
+        parser.add_argument(option, metavar=metavar, type=kind, default=default, help=help_text)
+
+
+def add_choices(parser: argparse._ActionsContainer, *options: ChoiceOption) -> None:
+    """Add options that take one of a few values, from rows ``(option, choices, default, help)``, in order."""
+    for option, choices, default, help_text in options:
+        parser.add_argument(option, choices=choices, default=default, help=help_text)
+
+
+def refuse(*conflicts: tuple[Any, str]) -> None:
+    """Raise ``ValueError`` with the message of the first ``(condition, message)`` whose condition holds.
+
+    The command line's checks of options that cannot be combined, made before any computation.
+    """
+    for condition, message in conflicts:
+        if condition:
+            raise ValueError(message)
+
+
+def steps_past_context(err: Any) -> ValueError:
+    """The wording of a saved model's ``ContextLengthError`` (``num_steps``, ``max_length``) on the command line."""
+    return ValueError(f"--steps {err.num_steps} exceeds the model's context of {err.max_length} tokens.")
 
 
 def add_output_options(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from epjax.cli._base import add_output_options, check_outputs, command, emit, int_at_least
+from epjax.cli import _base as base
 from epjax.experiments import decompositions as dec
 from epjax.experiments import kalman_comparison as kc
 from epjax.experiments.saved_models import ContextLengthError
@@ -42,18 +42,15 @@ def _configure_decompose(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--example", choices=[*kc.EXAMPLES, "both"], default=None, help=HELP["example"])
     which.add_argument("--model", metavar="FILE", type=Path, action="append", help=HELP["model"])
-    parser.add_argument("--steps", metavar="T", type=int_at_least(1), default=None, help=HELP["steps"])
-    parser.add_argument("--method", choices=("recursive", "dense"), default="recursive", help=HELP["method"])
-    parser.add_argument(
-        "--max-sequences", metavar="N", type=int_at_least(1), default=dec.MAX_SEQUENCES, help=HELP["max-sequences"]
-    )
+    base.add_options(parser, ("--steps", "T", base.int_at_least(1), None, HELP["steps"]))
+    base.add_choices(parser, ("--method", ("recursive", "dense"), "recursive", HELP["method"]))
+    base.add_options(parser, ("--max-sequences", "N", base.int_at_least(1), dec.MAX_SEQUENCES, HELP["max-sequences"]))
     est = parser.add_argument_group("reverse-model estimate (saved model)")
     est.add_argument("--estimate", action="store_true", help=HELP["estimate"])
     for option, smallest, default, counts in ESTIMATE_SIZES:
-        kind = int_at_least(smallest)
-        est.add_argument(option, metavar="N", type=kind, default=default, help=f"{counts} (default: {default})")
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    add_output_options(
+        base.add_options(est, (option, "N", base.int_at_least(smallest), default, f"{counts} (default: {default})"))
+    base.add_options(parser, base.SEED)
+    base.add_output_options(
         parser,
         json="write every per-step term as JSON",
         csv="write one CSV row per (model, t)",
@@ -69,7 +66,7 @@ def _decompose_saved(args: argparse.Namespace) -> dec.Decompositions:
         )
         return dec.decompose_saved(args.saved, **options, **sizes, method=args.method, progress=not args.no_progress)
     except ContextLengthError as err:
-        raise ValueError(f"--steps {err.num_steps} exceeds the model's context of {err.max_length} tokens.") from None
+        raise base.steps_past_context(err) from None
     except dec.EnumerationTooLargeError as err:
         raise ValueError(
             f"--steps {err.num_steps}: exact enumeration of {err.vocab_size}**{err.num_steps} sequences exceeds "
@@ -81,10 +78,10 @@ def _decompose_saved(args: argparse.Namespace) -> dec.Decompositions:
 DECOMPOSE_HELP = "retrospective decomposition of EP: per-step D_t = compression loss + model mismatch"
 
 
-@command("decompose", help=DECOMPOSE_HELP, configure=_configure_decompose)
+@base.command("decompose", help=DECOMPOSE_HELP, configure=_configure_decompose)
 def decompose_command(args: argparse.Namespace) -> int:
     """``epjax decompose``: the per-step table, totals, and optional JSON, CSV and figure files."""
-    check_outputs(args)
+    base.check_outputs(args)
     if args.saved is not None:
         if args.example or args.model:
             raise ValueError("give either MODEL.npz (a saved discrete model) or --example/--model (Kalman), not both.")
@@ -96,4 +93,4 @@ def decompose_command(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(given)} applies to a saved model (MODEL.npz), not to Kalman models.")
         specs = kc.select_models(args.example, args.model or (), source_prefix="--model")
         result = dec.decompose_kalman(specs, args.steps or dec.KALMAN_DEFAULT_STEPS, method=args.method, seed=args.seed)
-    return emit(result, args)
+    return base.emit(result, args)

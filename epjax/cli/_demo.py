@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from epjax.cli._base import EXIT_CHECK_FAILED, EXIT_OK, command, emit, int_at_least
+from epjax.cli import _base as base
 from epjax.experiments import demo
 from epjax.experiments.report import Result
 
@@ -62,9 +62,9 @@ DEMO_NEURAL = demo.NEURAL_SETTINGS
 
 def _show(result: Result, args: argparse.Namespace) -> bool:
     """Print a check's result (with its verdict) and say whether it passed."""
-    status = emit(result, args, outputs=())
+    status = base.emit(result, args, outputs=())
     print()
-    return status == EXIT_OK
+    return status == base.EXIT_OK
 
 
 @demo_section("kalman", "Kalman innovation models: exact EP (eq. 71) vs Monte Carlo (EP paper Fig. 5)")
@@ -86,18 +86,17 @@ def _demo_neural(args: argparse.Namespace) -> bool:
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     samples_help = "Monte Carlo trajectories per estimate (default: 4000)"
-    parser.add_argument("--samples", metavar="N", type=int_at_least(2), default=4000, help=samples_help)
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
+    base.add_options(parser, ("--samples", "N", base.int_at_least(2), 4000, samples_help), base.SEED)
     names = [s.name for s in DEMO_SECTIONS]
     only_help = f"run only this section (repeatable; sections: {', '.join(names)})"
     parser.add_argument("--only", metavar="SECTION", action="append", choices=names, help=only_help)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    base.add_output_options(parser)  # only --no-progress: the demo writes no files
 
 
 DEMO_HELP = "a quick end-to-end check on built-in examples (exit status 1 if a check fails)"
 
 
-@command("demo", help=DEMO_HELP, configure=_configure_demo)
+@base.command("demo", help=DEMO_HELP, configure=_configure_demo)
 def demo_command(args: argparse.Namespace) -> int:
     """``epjax demo``: run every registered demo section, print each verdict, fail if any check fails."""
     sections = [s for s in DEMO_SECTIONS if not args.only or s.name in args.only]
@@ -110,6 +109,6 @@ def demo_command(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     if failed:
         print(f"demo finished in {elapsed:.1f} s: FAILED sections: {', '.join(failed)}")
-        return EXIT_CHECK_FAILED
+        return base.EXIT_CHECK_FAILED
     print(f"demo finished in {elapsed:.1f} s: all {len(sections)} section(s) passed")
-    return EXIT_OK
+    return base.EXIT_OK

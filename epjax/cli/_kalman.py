@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from epjax.cli._base import add_output_options, check_outputs, command, emit, int_at_least
+from epjax.cli import _base as base
 from epjax.experiments import kalman_comparison as kc
 
 KALMAN_DEFAULT_STEPS = tuple(range(5, 51, 5))
@@ -20,7 +20,6 @@ HELP = {
     "model": 'a JSON file {"A": [[...]], "C": [[...]], "Q": [[...]], "R": [[...]], "name": "..."} (repeatable)',
     "steps": "trajectory lengths (default: 5 10 ... 50)",
     "samples": "Monte Carlo trajectories per (model, T) (default: 20000)",
-    "batch-size": "trajectories per compiled batch (default: the library's)",
     "method": "exact method: O(T) recursion (default) or the dense reversal matrix of eq. 71",
 }
 
@@ -30,12 +29,12 @@ def _configure_kalman(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--example", choices=[*kc.EXAMPLES, "both"], default=None, help=HELP["example"])
     which.add_argument("--model", metavar="FILE", type=Path, action="append", help=HELP["model"])
     steps = list(KALMAN_DEFAULT_STEPS)
-    parser.add_argument("--steps", metavar="T", type=int_at_least(1), nargs="+", default=steps, help=HELP["steps"])
-    parser.add_argument("--samples", metavar="N", type=int_at_least(2), default=20_000, help=HELP["samples"])
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    parser.add_argument("--batch-size", metavar="B", type=int_at_least(1), default=None, help=HELP["batch-size"])
-    parser.add_argument("--method", choices=("recursive", "dense"), default="recursive", help=HELP["method"])
-    add_output_options(
+    parser.add_argument("--steps", metavar="T", type=base.int_at_least(1), nargs="+", default=steps, help=HELP["steps"])
+    base.add_options(
+        parser, ("--samples", "N", base.int_at_least(2), 20_000, HELP["samples"]), base.SEED, base.LIBRARY_BATCH_SIZE
+    )
+    base.add_choices(parser, ("--method", ("recursive", "dense"), "recursive", HELP["method"]))
+    base.add_output_options(
         parser,
         json="write machine-readable results (incl. the rate)",
         csv="write one CSV row per (model, T)",
@@ -43,10 +42,10 @@ def _configure_kalman(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@command("kalman", help=HELP["kalman"], configure=_configure_kalman)
+@base.command("kalman", help=HELP["kalman"], configure=_configure_kalman)
 def kalman_command(args: argparse.Namespace) -> int:
     """``epjax kalman``: the table of exact vs Monte Carlo EP, and optional JSON, CSV and figure files."""
-    check_outputs(args)
+    base.check_outputs(args)
     specs = kc.select_models(args.example, args.model or (), source_prefix="--model")
     sizes = dict(num_samples=args.samples, batch_size=args.batch_size, curve=args.plot is not None)
     try:
@@ -58,4 +57,4 @@ def kalman_command(args: argparse.Namespace) -> int:
             raise
         hint = " On the command line: --method recursive." if err.method == "dense" else ""
         raise ValueError(f"{err.source}, --method {err.method} --steps {err.num_steps}: {err.reason}{hint}") from None
-    return emit(result, args)
+    return base.emit(result, args)

