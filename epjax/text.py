@@ -76,34 +76,51 @@ DEFAULT_BUCKET = 16
 
 
 class ContextLengthError(ValueError):
-    """A sequence longer than the model's context.
+    """A sequence, or a trajectory length asked for, longer than the model's context.
+
+    The one error for it in epjax: :func:`text_tokens` and :func:`score_texts` raise it for a text,
+    :func:`epjax.experiments.saved_models.saved_model_ep` and
+    :func:`epjax.experiments.decompositions.decompose_saved` for ``num_steps``.
 
     Attributes:
-        name: what was too long (``"text"``, ``"sequences[3]"``).
+        name: what was too long (``"text"``, ``"sequences[3]"``, or ``"num_steps"`` for a length asked for).
         num_tokens: its number of tokens.
         max_length: the model's context (``model.max_length``).
+
+    >>> str(ContextLengthError("text", 9, 8))
+    "`text` has 9 tokens, more than the model's context of 8 tokens."
+    >>> err = ContextLengthError("num_steps", 9, 8)
+    >>> str(err), err.num_steps
+    ("`num_steps` 9 exceeds the model's context of 8 tokens.", 9)
     """
 
     def __init__(self, name: str, num_tokens: int, max_length: int):
-        super().__init__(f"`{name}` has {num_tokens} tokens, more than the model's context of {max_length} tokens.")
-        self.name = name
-        self.num_tokens = num_tokens
-        self.max_length = max_length
+        what = (
+            f"`{name}` {num_tokens} exceeds" if name == "num_steps" else f"`{name}` has {num_tokens} tokens, more than"
+        )
+        super().__init__(f"{what} the model's context of {max_length} tokens.")
+        self.name, self.num_tokens, self.max_length = name, num_tokens, max_length
+
+    @property
+    def num_steps(self) -> int:
+        """:attr:`num_tokens` (the name used for a trajectory length ``T``)."""
+        return self.num_tokens
 
 
 class TextError(ValueError):
-    """A text of a list refused by :func:`score_texts`: the message is ``texts[index]: <error>``.
+    """A text of a list refused by :func:`score_texts`: the message is ``<where>: <error>``.
 
     Attributes:
         index: the text's position in the list.
         error: the exception that refused it (a :class:`ContextLengthError` for a text too long, else a
             ``ValueError``).
+        where: how the message names the text (default ``texts[index]``).
     """
 
-    def __init__(self, index: int, error: ValueError):
-        super().__init__(f"texts[{index}]: {error}")
-        self.index = index
-        self.error = error
+    def __init__(self, index: int, error: ValueError, where: str | None = None):
+        self.index, self.error = index, error
+        self.where = f"texts[{index}]" if where is None else where
+        super().__init__(f"{self.where}: {error}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -639,6 +656,8 @@ def _run_batches(fn, model, params, key, num, *, static=(), data=None, batch_siz
             bar.update(stop - start)
 
     for_each_batch(fn, model, params, key, num, keep, static=static, data=data, batch_size=batch_size)
+    if bar is not None:
+        bar.refresh()  # show the final count even when the last batch came within the bar's refresh interval
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
 
 
@@ -808,17 +827,10 @@ def sample_entropy_production(
         kept_mask = block_lengths > 0
         if kept_mask.sum() >= 2:
             block = estimate_from_samples(block_sigma[kept_mask] / block_lengths[kept_mask])
+    num_dropped = int(np.sum(block_lengths == 0)) if blocks else 0
+    # Each local is named after its field of SampleResult, in the field order.
     return SampleResult(
-        temperature=float(temperature),
-        num_steps=num_steps,
-        token=token,
-        block=block,
-        sigma=sigma,
-        block_sigma=block_sigma,
-        block_lengths=block_lengths,
-        num_blocks=num_blocks,
-        num_dropped=int(np.sum(block_lengths == 0)) if blocks else 0,
-        tokens=tokens,
+        float(temperature), num_steps, token, block, sigma, block_sigma, block_lengths, num_blocks, num_dropped, tokens
     )
 
 

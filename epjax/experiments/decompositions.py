@@ -24,7 +24,7 @@ import numpy as np
 
 import epjax
 from epjax.experiments.kalman_comparison import StateSpaceSpec
-from epjax.experiments.report import ExperimentError, Result, format_table, json_number
+from epjax.experiments.report import ExperimentError, Result, format_table, json_header, json_number
 from epjax.experiments.saved_models import ContextLengthError
 
 KALMAN_DEFAULT_STEPS = 20
@@ -270,10 +270,7 @@ class Decompositions(Result):
     def to_json(self) -> dict[str, Any]:
         """Machine-readable results (strict JSON)."""
         return {
-            "command": "decompose",
-            "epjax_version": epjax.__version__,
-            "jax_version": jax.__version__,
-            "units": "nats",
+            **json_header("decompose", "nats"),
             "seed": self.seed,
             "method": self.method,
             "models": [m.to_json() for m in self.models],
@@ -395,7 +392,7 @@ def decompose_saved(
                     f"--estimate for T = {length} (reverse-model estimate), or --steps / --max-sequences."
                 )
     if model.max_length is not None and T > model.max_length:
-        raise ContextLengthError(T, model.max_length)
+        raise ContextLengthError("num_steps", T, model.max_length)
     exact = T <= enumerable
     if not exact and not estimate:
         raise EnumerationTooLargeError(T, V, max_sequences, enumerable)

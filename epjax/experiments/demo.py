@@ -106,10 +106,7 @@ class NeuralCheck(Result):
             "settings": dict(self.settings),
             "num_samples": self.num_samples,
             "exact_ep": run.exact_ep,
-            "steps": [int(s) for s in run.steps],
-            "ep_mean": [float(v) for v in run.ep_mean],
-            "ep_stderr": [float(v) for v in run.ep_stderr],
-            "eval_loss": [float(v) for v in run.eval_loss],
+            **run.checkpoints_json(),
             "tolerance": run.tolerance(),
             "passed": self.passed,
         }

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import epjax
-from epjax.experiments.report import ExperimentError, Result, format_table, json_number
+from epjax.experiments.report import ExperimentError, Result, format_table, json_header, json_number
 
 #: the EP paper's numerical examples (§6, Fig. 5), defined once in :mod:`epjax.kalman`
 EXAMPLES = epjax.kalman.EXAMPLES
@@ -400,10 +400,7 @@ class KalmanComparison(Result):
     def to_json(self) -> dict[str, Any]:
         """Machine-readable results (strict JSON: non-finite numbers become ``null``)."""
         return {
-            "command": "kalman",
-            "epjax_version": epjax.__version__,
-            "jax_version": jax.__version__,
-            "units": "nats",
+            **json_header("kalman", "nats"),
             "seed": self.seed,
             "num_samples": self.num_samples,
             "method": self.method,

@@ -342,6 +342,15 @@ class TrainingRun(Result):
         """The checkpoint table and the verdict."""
         return super().table() + f"\n  verdict: {self.verdict}"
 
+    def checkpoints_json(self) -> dict[str, list]:
+        """The checkpoints as JSON: ``steps``, ``ep_mean``, ``ep_stderr`` and ``eval_loss`` lists."""
+        return {
+            "steps": [int(s) for s in self.steps],
+            "ep_mean": [json_number(v) for v in self.ep_mean],
+            "ep_stderr": [json_number(v) for v in self.ep_stderr],
+            "eval_loss": [json_number(v) for v in self.eval_loss],
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The checkpoints, the chain's reference values and the verdict (losses nats/token, EP nats)."""
         return {
@@ -349,10 +358,7 @@ class TrainingRun(Result):
             "model": train.model_spec(self.model) if hasattr(self.model, "config") else repr(self.model),
             "num_steps": self.num_steps,
             "num_samples": self.num_samples,
-            "steps": [int(s) for s in self.steps],
-            "ep_mean": [json_number(v) for v in self.ep_mean],
-            "ep_stderr": [json_number(v) for v in self.ep_stderr],
-            "eval_loss": [json_number(v) for v in self.eval_loss],
+            **self.checkpoints_json(),
             "exact_ep": self.exact_ep,
             "entropy_rate": self.entropy_rate,
             "optimal_loss": self.optimal_loss,

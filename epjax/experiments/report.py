@@ -148,6 +148,26 @@ def json_number(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def json_header(command: str, units: str | None = None, **settings: Any) -> dict[str, Any]:
+    """The first keys of every result's JSON: the command, the epjax and JAX versions, the units and settings.
+
+    >>> import epjax, jax
+    >>> header = json_header("ep", "nats", seed=0)
+    >>> list(header), header["epjax_version"] == epjax.__version__, header["jax_version"] == jax.__version__
+    (['command', 'epjax_version', 'jax_version', 'units', 'seed'], True, True)
+    >>> list(json_header("sample-lm"))
+    ['command', 'epjax_version', 'jax_version']
+    """
+    import jax
+
+    import epjax
+
+    header: dict[str, Any] = {"command": command, "epjax_version": epjax.__version__, "jax_version": jax.__version__}
+    if units is not None:
+        header["units"] = units
+    return header | settings
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
     """A plain-text table: right-aligned columns separated by two spaces, a rule under the header."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -250,6 +270,7 @@ __all__ = [
     "Provenance",
     "Result",
     "format_table",
+    "json_header",
     "json_number",
     "program_argv",
     "save_figure",

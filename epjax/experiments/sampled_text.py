@@ -17,13 +17,14 @@ temperature where the average converges (:func:`epjax.text.fluctuation_check`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from epjax import text as text_lib
-from epjax.experiments.report import Result, json_number
+from epjax.experiments.report import Result, json_header, json_number
 from epjax.experiments.texts import LanguageModel
 
 
@@ -40,44 +41,61 @@ def _estimate_json(est: Any) -> dict[str, Any] | None:
     }
 
 
-def _settings(name: str, num_samples: int, num_steps: int, temperature: float, seed: int) -> dict[str, Any]:
-    import jax
-
-    import epjax
-
-    return {
-        "command": "sample-lm",
-        "epjax_version": epjax.__version__,
-        "jax_version": jax.__version__,
-        "model": name,
-        "num_samples": num_samples,
-        "num_steps": num_steps,
-        "temperature": temperature,
-        "seed": seed,
-    }
-
-
-class SampledTextEP(Result):
-    """Token- and sentence-block EP rates of sampled text (what ``epjax sample-lm`` reports).
+@dataclass(kw_only=True)
+class SampledRun(Result):
+    """What both experiments of this module record: the model, the seed, ``N``, the time taken and the files read.
 
     Attributes:
         model: the model's name.
-        sample: the :class:`epjax.text.SampleResult` (rates, sigmas, lengths, samples).
-        sentence_rule: which tokens end a sentence.
+        seed: the random seed.
+        num_samples: ``N``, the sequences asked for.
         elapsed: seconds taken.
+        inputs: the model's files (hashed into the provenance).
     """
 
-    title = "sample-lm"
+    model: str
+    seed: int
+    num_samples: int
+    elapsed: float
+    inputs: Sequence[Any] = ()
 
-    def __init__(self, *, model: str, sample: Any, seed: int, num_samples: int, sentence_rule: str,
-                 elapsed: float, inputs: Sequence[Any] = ()):  # fmt: skip
-        self.model = model
-        self.sample = sample
-        self.seed = seed
-        self.num_samples = num_samples
-        self.sentence_rule = sentence_rule
-        self.elapsed = elapsed
-        self.inputs = tuple(inputs)
+    def __post_init__(self) -> None:
+        self.inputs = tuple(self.inputs)
+
+    def settings(self, num_steps: int, temperature: float) -> dict[str, Any]:
+        """The first keys of the JSON report: the command, the versions, the model and the sampling settings."""
+        return json_header(
+            "sample-lm",
+            model=self.model,
+            num_samples=self.num_samples,
+            num_steps=num_steps,
+            temperature=temperature,
+            seed=self.seed,
+        )
+
+
+def _measured(measure: Callable[..., Any], lm: LanguageModel, seed: int, **options: Any) -> tuple[Any, float]:
+    """``measure(jax.random.key(seed), lm.model, lm.params, **options)`` and the seconds it took."""
+    import jax
+
+    start = time.perf_counter()
+    value = measure(jax.random.key(seed), lm.model, lm.params, **options)
+    return value, time.perf_counter() - start
+
+
+@dataclass(kw_only=True)
+class SampledTextEP(SampledRun):
+    """Token- and sentence-block EP rates of sampled text (what ``epjax sample-lm`` reports).
+
+    Attributes:
+        sample: the :class:`epjax.text.SampleResult` (rates, sigmas, lengths, samples).
+        sentence_rule: which tokens end a sentence.
+        (and the fields of :class:`SampledRun`)
+    """
+
+    sample: Any
+    sentence_rule: str
+    title = "sample-lm"
 
     @property
     def num_single_sentence(self) -> int:
@@ -147,7 +165,7 @@ class SampledTextEP(Result):
         """The settings, both estimates and every rate (the keys of ``epjax sample-lm --json``)."""
         res = self.sample
         return {
-            **_settings(self.model, self.num_samples, res.num_steps, res.temperature, self.seed),
+            **self.settings(res.num_steps, res.temperature),
             "mode": "sample",
             "sentence_rule": self.sentence_rule,
             "token": _estimate_json(res.token),
@@ -211,25 +229,17 @@ class SampledTextEP(Result):
         )
 
 
-class FluctuationTest(Result):
+@dataclass(kw_only=True)
+class FluctuationTest(SampledRun):
     """The integral fluctuation theorem ``<exp(-sigma)> = 1`` on sampled text (``epjax sample-lm --ft``).
 
     Attributes:
-        model: the model's name.
         check: the :class:`epjax.text.FluctuationCheck`.
-        elapsed: seconds taken.
+        (and the fields of :class:`SampledRun`)
     """
 
+    check: Any
     title = "sample-lm --ft"
-
-    def __init__(self, *, model: str, check: Any, seed: int, num_samples: int, elapsed: float,
-                 inputs: Sequence[Any] = ()):  # fmt: skip
-        self.model = model
-        self.check = check
-        self.seed = seed
-        self.num_samples = num_samples
-        self.elapsed = elapsed
-        self.inputs = tuple(inputs)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         """``<exp(-sigma)>``, its bootstrap interval, whether it covers 1, mean sigma and P(sigma < 0)."""
@@ -263,7 +273,7 @@ class FluctuationTest(Result):
         """The settings, ``<exp(-sigma)>`` with its interval and the estimate of sigma."""
         c = self.check
         return {
-            **_settings(self.model, self.num_samples, c.num_steps, c.temperature, self.seed),
+            **self.settings(c.num_steps, c.temperature),
             "mode": "ft",
             "mean_exp_neg_sigma": json_number(c.mean_exp_neg_sigma),
             "ci95_low": json_number(c.interval.low),
@@ -278,11 +288,9 @@ def sampled_text_ep(
     *,
     num_samples: int = 200,
     num_steps: int = 120,
-    temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 16,
     sentence_rule: str = "reader",
-    progress: bool = False,
+    **options: Any,
 ) -> SampledTextEP:
     """Token- and sentence-block EP rates of ``num_samples`` sequences sampled from BOS (EP paper §5).
 
@@ -291,86 +299,59 @@ def sampled_text_ep(
             ``context_length = num_steps``).
         num_samples: ``N >= 2``.
         num_steps: ``T``, tokens per sequence.
-        temperature: ``tau`` (sampling and scoring).
         seed: sample ``i`` uses ``fold_in(key(seed), i)``.
-        batch_size: sequences per compiled batch.
         sentence_rule: ``"reader"`` (default) or ``"paper"``.
-        progress: a progress bar on stderr, counting the sequences asked for.
+        **options: passed to :func:`epjax.text.sample_entropy_production`, with its defaults: ``temperature``
+            (``tau``, sampling and scoring; 1), ``batch_size`` (sequences per compiled batch; 16) and ``progress``
+            (a progress bar on stderr, counting the sequences asked for; off).
 
     Returns:
         :class:`SampledTextEP`.
     """
-    import jax
-
-    start = time.perf_counter()
-    sample = text_lib.sample_entropy_production(
-        jax.random.key(seed),
-        lm.model,
-        lm.params,
-        lm.tokenizer,
+    sample, elapsed = _measured(
+        text_lib.sample_entropy_production,
+        lm,
+        seed,
+        tokenizer=lm.tokenizer,
         num_samples=num_samples,
         num_steps=num_steps,
-        temperature=temperature,
-        batch_size=batch_size,
-        progress=progress,
         sentence_rule=sentence_rule,
+        **options,
     )
     return SampledTextEP(
         model=lm.name,
-        sample=sample,
         seed=seed,
         num_samples=num_samples,
-        sentence_rule=sentence_rule,
-        elapsed=time.perf_counter() - start,
+        elapsed=elapsed,
         inputs=lm.files,
+        sample=sample,
+        sentence_rule=sentence_rule,
     )
 
 
 def fluctuation_test(
-    lm: LanguageModel,
-    *,
-    num_samples: int = 2000,
-    num_steps: int = 5,
-    temperature: float = 3.5,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = False,
+    lm: LanguageModel, *, seed: int = 0, batch_size: int = 16, progress: bool = False, **options: Any
 ) -> FluctuationTest:
-    """``<exp(-sigma)> = 1`` (eq. 20) on ``num_samples`` sampled sequences, with a bootstrap 95 % interval.
+    """``<exp(-sigma)> = 1`` (eq. 20) on sampled sequences, with a bootstrap interval (EP paper §5).
 
     Args:
         lm: the language model.
-        num_samples: ``N >= 2``.
-        num_steps: ``T`` (short: ``exp(-sigma)`` is heavy-tailed).
-        temperature: ``tau`` (high, for the same reason).
         seed: the random seed.
         batch_size: sequences per compiled batch.
         progress: a progress bar on stderr.
+        **options: passed to :func:`epjax.text.fluctuation_check`, with its defaults: ``num_samples``
+            (``N >= 2``, 2000), ``num_steps`` (``T``, 5: short, as ``exp(-sigma)`` is heavy-tailed),
+            ``temperature`` (``tau``, 3.5: high, for the same reason) and ``confidence`` (0.95).
 
     Returns:
         :class:`FluctuationTest` (its ``passed`` is left ``None``: the interval is reported, not enforced).
     """
-    import jax
-
-    start = time.perf_counter()
-    check = text_lib.fluctuation_check(
-        jax.random.key(seed),
-        lm.model,
-        lm.params,
-        num_samples=num_samples,
-        num_steps=num_steps,
-        temperature=temperature,
-        batch_size=batch_size,
-        progress=progress,
+    check, elapsed = _measured(
+        text_lib.fluctuation_check, lm, seed, batch_size=batch_size, progress=progress, **options
     )
     return FluctuationTest(
-        model=lm.name,
-        check=check,
-        seed=seed,
-        num_samples=num_samples,
-        elapsed=time.perf_counter() - start,
-        inputs=lm.files,
+        model=lm.name, seed=seed, num_samples=check.estimate.num_samples, elapsed=elapsed, inputs=lm.files, check=check
     )
 
 
-__all__ = ["FluctuationTest", "SampledTextEP", "fluctuation_test", "sampled_text_ep"]
+__all__ = ["FluctuationTest", "SampledRun", "SampledTextEP", "fluctuation_test", "sampled_text_ep"]

@@ -34,7 +34,8 @@ import numpy as np
 import epjax
 from epjax import train
 from epjax._checks import check_positive_int
-from epjax.experiments.report import ExperimentError, Result, json_number
+from epjax.experiments.report import ExperimentError, Result, json_header, json_number
+from epjax.text import ContextLengthError
 
 NUM_STDERR = 4.0
 """The comparison with the reference passes when ``|z| < NUM_STDERR`` (Monte Carlo within k standard errors)."""
@@ -53,19 +54,6 @@ class MissingLengthError(ExperimentError):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         super().__init__(f"{self.path} does not record its training length; give `num_steps`.")
-
-
-class ContextLengthError(ExperimentError):
-    """``num_steps`` exceeds the model's context.
-
-    Attributes:
-        num_steps: the trajectory length asked for.
-        max_length: the model's context (the most tokens it scores).
-    """
-
-    def __init__(self, num_steps: int, max_length: int):
-        self.num_steps, self.max_length = num_steps, max_length
-        super().__init__(f"`num_steps` {num_steps} exceeds the model's context of {max_length} tokens.")
 
 
 class BlockSizeError(ExperimentError):
@@ -230,10 +218,7 @@ class SavedModelEP(Result):
         """The estimate, every σ, the reference, its z and the verdict (the keys of ``epjax ep --json``)."""
         est, ref = self.estimate, self.reference
         return {
-            "command": "ep",
-            "epjax_version": epjax.__version__,
-            "jax_version": jax.__version__,
-            "units": "nats",
+            **json_header("ep", "nats"),
             "model_file": str(self.path),
             "model": train.model_spec(self.model),
             "num_steps": self.num_steps,
@@ -344,7 +329,8 @@ def saved_model_ep(
 
     Raises:
         MissingLengthError: no ``num_steps`` and the file does not record the training length.
-        ContextLengthError: ``num_steps`` exceeds the model's context.
+        ContextLengthError: ``num_steps`` exceeds the model's context (:class:`epjax.text.ContextLengthError`,
+            fields ``num_steps`` and ``max_length``).
         BlockSizeError: ``block_size`` does not divide ``num_steps``.
         ValueError: the file is missing or not an epjax model file, or an argument is out of range.
     """
@@ -363,7 +349,7 @@ def saved_model_ep(
         num_steps = length
     num_steps = check_positive_int("num_steps", num_steps)
     if model.max_length is not None and num_steps > model.max_length:
-        raise ContextLengthError(num_steps, model.max_length)
+        raise ContextLengthError("num_steps", num_steps, model.max_length)
     if block_size is not None and num_steps % block_size:
         raise BlockSizeError(block_size, num_steps)
     options = {} if batch_size is None else {"batch_size": check_positive_int("batch_size", batch_size)}

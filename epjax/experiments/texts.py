@@ -20,6 +20,7 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from epjax import stats
 from epjax import text as text_lib
-from epjax.experiments.report import ExperimentError, Result, format_table, json_number
+from epjax.experiments.report import ExperimentError, Result, format_table, json_header, json_number
 
 LEVELS = ("token", "sentence")
 #: the columns of the per-text CSV (and the keys of each record of ``TextsComparison.texts``)
@@ -172,7 +173,7 @@ def load_text_groups(path: str | os.PathLike | None) -> TextGroups:
     return TextGroups(where, {str(k): list(v) for k, v in groups.items()}, path)
 
 
-class TextsError(ExperimentError):
+class TextsError(text_lib.TextError, ExperimentError):
     """A text refused by :func:`compare_texts`: ``group {group!r}, text {index}: <error>``.
 
     Attributes:
@@ -183,10 +184,8 @@ class TextsError(ExperimentError):
     """
 
     def __init__(self, group: str, index: int, error: ValueError):
-        super().__init__(f"group {group!r}, text {index}: {error}")
+        super().__init__(index, error, where=f"group {group!r}, text {index}")
         self.group = group
-        self.index = index
-        self.error = error
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -194,6 +193,7 @@ class TextsError(ExperimentError):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
 class TextsComparison(Result):
     """Per-text EP rates at both levels and the Mann-Whitney test per level (what ``epjax texts`` reports).
 
@@ -208,18 +208,19 @@ class TextsComparison(Result):
         elapsed: seconds spent scoring.
     """
 
+    source: str
+    model: str
+    groups: list[str]
+    texts: list[dict[str, Any]]
+    tests: dict[str, dict[str, Any]]
+    sentence_rule: str
+    truncate: bool
+    elapsed: float
+    inputs: tuple[Any, ...] = ()
     title = "texts"
 
-    def __init__(self, *, source, model, groups, texts, tests, sentence_rule, truncate, elapsed, inputs=()):
-        self.source = source
-        self.model = model
-        self.groups = list(groups)
-        self.texts = texts
-        self.tests = tests
-        self.sentence_rule = sentence_rule
-        self.truncate = truncate
-        self.elapsed = elapsed
-        self.inputs = tuple(inputs)
+    def __post_init__(self) -> None:
+        self.groups, self.inputs = list(self.groups), tuple(self.inputs)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         """Per text: group, index, T and the rate at both levels."""
@@ -268,15 +269,8 @@ class TextsComparison(Result):
 
     def to_json(self) -> dict[str, Any]:
         """The settings, every text's record and the tests (the keys of ``epjax texts --json``)."""
-        import jax
-
-        import epjax
-
         return {
-            "command": "texts",
-            "epjax_version": epjax.__version__,
-            "jax_version": jax.__version__,
-            "units": "nats per token",
+            **json_header("texts", "nats per token"),
             "source": self.source,
             "model": self.model,
             "truncate": self.truncate,
@@ -431,17 +425,8 @@ def compare_texts(
             "method": mw.method,
             "n": [len(x), len(y)],
         }
-    return TextsComparison(
-        source=texts.source,
-        model=lm.name,
-        groups=names,
-        texts=records,
-        tests=tests,
-        sentence_rule=sentence_rule,
-        truncate=truncate,
-        elapsed=elapsed,
-        inputs=(*lm.files, *(() if texts.path is None else (texts.path,))),
-    )
+    inputs = (*lm.files, *(() if texts.path is None else (texts.path,)))
+    return TextsComparison(texts.source, lm.name, names, records, tests, sentence_rule, truncate, elapsed, inputs)
 
 
 __all__ = [

@@ -28,11 +28,10 @@ from typing import Any
 import jax
 import numpy as np
 
-import epjax
 from epjax import families, train
 from epjax._checks import check_positive_int
 from epjax.experiments import markov_training as mt
-from epjax.experiments.report import ExperimentError, Result, json_number
+from epjax.experiments.report import ExperimentError, Result, json_header, json_number
 
 SEQUENCE_FILE_SUFFIXES = (".npy",)
 """Sequence files read as NumPy arrays; any other file is read as text, one sequence of token ids per line."""
@@ -383,10 +382,7 @@ class TrainingResult(Result):
         """The report of ``epjax train --json``: model, data, training record, chain and loss history."""
         h = self.history
         return {
-            "command": "train",
-            "epjax_version": epjax.__version__,
-            "jax_version": jax.__version__,
-            "units": "nats per token",
+            **json_header("train", "nats per token"),
             "model": train.model_spec(self.model),
             "num_parameters": num_parameters(self.params),
             **self.metadata(),
@@ -424,18 +420,13 @@ def train_model(
     data: TrainingData,
     family: str = "rnn",
     *,
-    size: str = "small",
-    width: int | None = None,
-    layers: int | None = None,
-    cell: str = "gru",
-    ssm_kind: str = "mamba",
-    num_heads: int | None = None,
     steps: int = 1000,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
     seed: int = 0,
     eval_fraction: float = 0.1,
     progress: bool = False,
+    **model_options: Any,
 ) -> TrainingResult:
     """Train a fresh model of ``family`` by maximum likelihood on ``data`` (what ``epjax train`` runs).
 
@@ -447,38 +438,25 @@ def train_model(
     Args:
         data: from :func:`training_data`.
         family: a trainable family (:func:`epjax.families.trainable`).
-        size: a preset size (``"tiny"``, ``"small"``, ``"medium"``; :func:`epjax.families.new_model`).
-        width: overrides the preset width (not for ``"markov"``).
-        layers: overrides the preset number of layers (not for ``"markov"``).
-        cell: the RNN cell (``"gru"``, ``"lstm"``, ``"elman"``).
-        ssm_kind: the SSM kind (``"mamba"`` or ``"s4d"``).
-        num_heads: Transformer attention heads (not for ``"markov"``).
         steps: optimiser steps.
         batch_size: sequences per step.
         learning_rate: peak learning rate.
         seed: seeds initialisation and batches.
         eval_fraction: the fraction of sequences held out in ``data`` (recorded only).
         progress: show a progress bar over the optimiser steps.
+        **model_options: passed to :func:`epjax.families.new_model`, with its defaults: ``size`` (``"tiny"``,
+            ``"small"``, ``"medium"``), ``width``, ``layers`` and ``num_heads`` (overrides, not for ``"markov"``),
+            ``cell`` (the RNN cell) and ``ssm_kind`` (the SSM kind).
 
     Returns:
         The :class:`TrainingResult`.
     """
     if not isinstance(data, TrainingData):
         raise ExperimentError(f"`data` must be a TrainingData from training_data(), got {type(data).__name__}.")
-    if family == "markov" and (width or layers or num_heads):
+    if family == "markov" and any(model_options.get(k) for k in ("width", "layers", "num_heads")):
         raise ExperimentError("`width`, `layers` and `num_heads` do not apply to the 'markov' family.")
     seed = check_positive_int("seed", seed, minimum=0)
-    model = families.new_model(
-        family,
-        data.vocab_size,
-        context_length=data.length,
-        size=size,
-        width=width,
-        layers=layers,
-        cell=cell,
-        ssm_kind=ssm_kind,
-        num_heads=num_heads,
-    )
+    model = families.new_model(family, data.vocab_size, context_length=data.length, **model_options)
     config = train.TrainConfig(
         steps=steps,
         batch_size=batch_size,
