@@ -61,7 +61,23 @@ def _device() -> str:
 
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
+    if jax.default_backend() == "cpu":
+        kinds = [_cpu_model()]
     return f"{jax.default_backend()}: {', '.join(kinds)} ({len(devices)} device{'s' if len(devices) > 1 else ''})"
+
+
+def _cpu_model() -> str:
+    """The processor's model name and core count (``/proc/cpuinfo`` where it exists)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def _versions() -> dict[str, str]:
