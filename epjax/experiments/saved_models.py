@@ -290,7 +290,7 @@ class SavedModelEP(Result):
         reversed_x = (
             "reverse(x)"
             if self.block_size is None
-            else f"x, its {self.block_size}-token blocks\nin reverse order"
+            else f"x with the\norder of its {self.block_size}-token blocks reversed"
         )
         ax2.set(
             xlabel=f"σ = ln P(x) − ln P({reversed_x}) (nats)",
