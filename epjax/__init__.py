@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 
 # Submodules with heavier imports (optax training, tokenizers, file readers, plotting-side experiments) load on
 # first access, so ``import epjax`` stays light and ``epjax.train`` still works without an explicit import.
-_LAZY_SUBMODULES = ("experiments", "families", "pretrained", "text", "train")
+_LAZY_SUBMODULES = ("aot", "experiments", "families", "pretrained", "text", "train")
 
 
 def __getattr__(name: str):

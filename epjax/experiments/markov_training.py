@@ -56,7 +56,6 @@ import numpy as np
 from epjax import Estimate, entropy_production, markov, train
 from epjax._batching import sample_trajectories
 from epjax._checks import check_positive_int
-from epjax._xla import jit_for
 from epjax.discrete import DiscreteModel
 from epjax.experiments.report import Result, json_number
 
@@ -216,27 +215,7 @@ def ep_sensitivity(chain: Chain, num_steps: int, length: int) -> float:
     return float(math.sqrt(length * quad))
 
 
-def _sequence_losses(model: DiscreteModel, params: PyTree, batch: Array) -> Array:
-    return jax.vmap(lambda x: -jnp.mean(model.log_probs(params, x)))(batch)
-
-
-def sequence_losses(model: DiscreteModel, params: PyTree, data: Any, *, chunk: int = 512) -> np.ndarray:
-    """Per-sequence cross-entropy (mean negative log-probability per token) of ``data [N, L]``, float64 ``[N]``.
-
-    Scored in jitted chunks of one shape (the last one padded), so one compilation serves any ``N``.
-    """
-    data = np.asarray(train.check_sequences("data", data, model.vocab_size))
-    model.check_params(params)
-    num = data.shape[0]
-    chunk = min(check_positive_int("chunk", chunk), num)
-    losses = jit_for(model, _sequence_losses, static_argnames=("model",))
-    out = []
-    for start in range(0, num, chunk):
-        batch = data[start : start + chunk]
-        if batch.shape[0] < chunk:
-            batch = np.concatenate([batch, np.repeat(batch[:1], chunk - batch.shape[0], axis=0)])
-        out.append(np.asarray(losses(model, params, batch), dtype=np.float64))
-    return np.concatenate(out)[:num]
+sequence_losses = train.sequence_losses  # moved to epjax.train; kept here for existing callers
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
