@@ -358,10 +358,10 @@ class GapStudy(Result):
         for row, colour in zip(self.rows_, colours, strict=True):
             g = row.gap
             steps = g.forward_history.eval_steps
-            for hist, style, name in ((g.forward_history, "-", "FW"), (g.backward_history, "--", "BW")):
+            for hist, style, name in ((g.forward_history, "-o", "FW"), (g.backward_history, "--s", "BW")):
                 loss = hist.eval_loss
                 curves.plot(
-                    steps, loss.mean(axis=0), style, color=colour, label=f"{row.setting.label(self.sweep)} {name}"
+                    steps, loss.mean(axis=0), style, ms=3, color=colour, label=f"{row.setting.label(self.sweep)} {name}"
                 )
                 curves.fill_between(steps, loss.min(axis=0), loss.max(axis=0), color=colour, alpha=0.15, lw=0)
         curves.set_xlabel("training step")
