@@ -152,6 +152,8 @@ class LearnabilityGap:
         model: the architecture.
         forward_params: the forward models' parameters, stacked ``[S, ...]``.
         backward_params: the backward models' parameters, stacked ``[S, ...]``.
+        held_out: ``[M, T]`` the held-out sequences in forward order (the backward twins score
+            ``held_out[:, permutation]``).
         num_train: training sequences.
         num_held_out: held-out sequences ``M``.
         config: the training settings.
@@ -174,6 +176,7 @@ class LearnabilityGap:
     model: DiscreteModel
     forward_params: PyTree
     backward_params: PyTree
+    held_out: np.ndarray
     num_train: int
     num_held_out: int
     config: train.TrainConfig
@@ -335,6 +338,7 @@ def learnability_gap(
         model=model,
         forward_params=fw_params,
         backward_params=bw_params,
+        held_out=held_rows,
         num_train=int(train_rows.shape[0]),
         num_held_out=int(held_rows.shape[0]),
         config=config,

@@ -42,7 +42,8 @@ class Corpus:
     Attributes:
         name: where the text comes from.
         kind: ``"chars"`` or ``"bpe"``.
-        tokens: the text of each id (``vocab_size = len(tokens)``).
+        tokens: the bytes of each id (``vocab_size = len(tokens)``): a character's UTF-8 encoding, or a BPE
+            piece (which may hold part of a character).
         train_ids: int32 ``[n]`` training token stream.
         held_out_ids: int32 ``[m]`` held-out token stream.
         sha256: SHA-256 of the UTF-8 text (all topics, in order).
@@ -51,7 +52,7 @@ class Corpus:
 
     name: str
     kind: str
-    tokens: tuple[str, ...]
+    tokens: tuple[bytes, ...]
     train_ids: np.ndarray
     held_out_ids: np.ndarray
     sha256: str
@@ -83,8 +84,8 @@ class Corpus:
         return out[0], out[1]
 
     def decode(self, ids: Any) -> str:
-        """The text of a sequence of ids."""
-        return "".join(self.tokens[int(i)] for i in np.asarray(ids).reshape(-1))
+        """The text of a sequence of ids (UTF-8; a character cut at either end shows as U+FFFD)."""
+        return b"".join(self.tokens[int(i)] for i in np.asarray(ids).reshape(-1)).decode("utf-8", errors="replace")
 
 
 def _split(topics: list[tuple[str, str]], held_out_every: int) -> tuple[list[str], list[str]]:
@@ -119,8 +120,9 @@ def pydoc_corpus(
     kept, held = _split(topics, held_out_every)
     meta = {"topics": len(topics), "held_out_every": held_out_every, "held_out_topics": len(held)}
     if kind == "chars":
-        tokens = tuple(sorted(set("".join(text for _, text in topics))))
-        index = {ch: i for i, ch in enumerate(tokens)}
+        chars = sorted(set("".join(text for _, text in topics)))
+        index = {ch: i for i, ch in enumerate(chars)}
+        tokens = tuple(ch.encode("utf-8") for ch in chars)
 
         def encode(texts: list[str]) -> np.ndarray:
             return np.array([index[ch] for ch in "".join(texts)], dtype=np.int32)
@@ -141,8 +143,11 @@ def pydoc_corpus(
         special_tokens=[],
     )
     tok.train_from_iterator(kept, trainer=trainer)
-    vocab = tok.get_vocab()
-    tokens = tuple(tok.decoder.decode([piece]) for piece, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
+    from epjax.pretrained.tokenizer import bytes_to_unicode
+
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    pieces = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    tokens = tuple(bytes(byte_of[c] for c in piece) for piece, _ in pieces)
 
     def encode_bpe(texts: list[str]) -> np.ndarray:
         return np.concatenate([np.asarray(e.ids, dtype=np.int32) for e in tok.encode_batch(texts)])
