@@ -351,3 +351,31 @@ def torch_call(fn: Callable[[], Any], threads: int) -> Callable[[], Any]:
             torch.set_num_threads(before)
 
     return call
+
+
+def trainable_parameters(peer: TorchPeer) -> list[torch.Tensor]:
+    """The parameter tensors of an RNN or GPT peer, each once, switched to ``requires_grad`` (for training).
+
+    ``peer.logits`` then builds an autograd graph (outside ``torch.inference_mode``): benchmarks/aot.py trains
+    the peers with ``torch.optim.AdamW``. The SSM peer holds tensors derived from its parameters (discretised
+    ``A``, cached kernels), not the parameters themselves, so it cannot be trained this way.
+    """
+    if not isinstance(peer, TorchRNN | TorchGPT):
+        raise ValueError(f"only the RNN and GPT peers can be trained, got {type(peer).__name__}")
+    found: dict[int, torch.Tensor] = {}
+
+    def collect(x):
+        if isinstance(x, torch.Tensor):
+            found.setdefault(id(x), x)
+        elif isinstance(x, torch.nn.Module):
+            for p in x.parameters():
+                found.setdefault(id(p), p)
+        elif isinstance(x, dict):
+            for v in x.values():
+                collect(v)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                collect(v)
+
+    collect(vars(peer))
+    return [t.requires_grad_(True) for t in found.values()]
