@@ -157,7 +157,8 @@ def test_a_permutation_that_is_not_one_is_refused(perm, match):
 # --- the vectorised loop -----------------------------------------------------------------------------------
 
 
-def test_train_many_ends_where_train_ends():
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_train_many_ends_where_train_ends(strategy):
     with jax.enable_x64(True):
         model = rnn.Model(rnn.Config(5, hidden_size=8, num_layers=1, cell="gru", dtype="float64"))
         rng = np.random.default_rng(0)
@@ -166,7 +167,7 @@ def test_train_many_ends_where_train_ends():
         keys = jax.random.split(jax.random.key(1), 3)
         inits = [model.init(jax.random.key(i)) for i in range(3)]
         stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *inits)
-        params, history = train.train_many(keys, model, stacked, data, config=config, eval_data=held)
+        params, history = train.train_many(keys, model, stacked, data, config=config, eval_data=held, strategy=strategy)
         assert history.train_loss.shape == (3, 25) and history.eval_loss.shape == (3, 3)
         for i in range(3):
             alone, h = train.train(keys[i], model, inits[i], data[i], config=config, eval_data=held[i])
@@ -186,6 +187,8 @@ def test_train_many_refuses_mismatched_stacks():
         train.train_many(jax.random.split(jax.random.key(0), 3), model, params, np.zeros((3, 5, 4), int))
     with pytest.raises(ValueError, match="`keys` must be a 1-D array of jax.random keys"):
         train.train_many(np.zeros(2), model, params, np.zeros((2, 5, 4), int))
+    with pytest.raises(ValueError, match="`strategy` must be 'auto', 'vmap' or 'map', got 'pmap'"):
+        train.train_many(keys, model, params, np.zeros((2, 5, 4), int), strategy="pmap")
 
 
 # --- the gap ---------------------------------------------------------------------------------------------------

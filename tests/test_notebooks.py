@@ -1,7 +1,8 @@
 """Every notebook in ``notebooks/`` runs top to bottom, in a temporary copy (the stored file is untouched).
 
 A cell that raises fails the test, so the notebooks' own assertions (e.g. exact vs the paper's values, Monte
-Carlo within its error bars) are part of the suite.
+Carlo within its error bars) are part of the suite. ``EPJAX_NOTEBOOK_REDUCED=1`` asks a notebook whose full runs
+take long (``arrow_of_time``: many models trained) for its reduced setting; its stored outputs are the full runs.
 """
 
 import shutil
@@ -16,7 +17,8 @@ TIMEOUT_S = 1800  # per cell; the notebooks run in minutes on a CPU, more on a l
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("EPJAX_NOTEBOOK_REDUCED", "1")  # the kernel inherits the environment
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     nb = nbformat.read(copy, as_version=4)
