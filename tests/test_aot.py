@@ -235,6 +235,20 @@ def test_prime_products_give_a_positive_gap():
     assert g.sign() == 1
 
 
+def test_swapping_the_linear_language_flips_the_sign():
+    # y = A x with A sparse (22 non-zeros) is easier forwards; x : A⁻¹ x (A⁻¹: 32 non-zeros) is easier backwards.
+    model = families.new_model("rnn", 3, size="small", width=64, cell="gru")
+    config = train.TrainConfig(steps=2000, batch_size=128, learning_rate=0.01, warmup_steps=100, eval_every=1000)
+    gaps = {}
+    for swap in (False, True):
+        d = datasets.linear_language(num_sequences=1024, dim=10, nonzeros=12, swap=swap, seed=0)
+        gaps[swap] = _gap(d.sequences, model=model, config=config)
+    plain, swapped = gaps[False], gaps[True]
+    assert plain.gap > 0 > swapped.gap, (plain.gap, swapped.gap)
+    # the flip is resolved: the difference of the two gaps is beyond three combined standard errors
+    assert plain.gap - swapped.gap > 3 * np.hypot(plain.stderr, swapped.stderr), (plain.interval, swapped.interval)
+
+
 def test_exchangeable_control_interval_covers_zero():
     d = datasets.exchangeable(num_sequences=4000, length=12, vocab_size=6, seed=0)
     g = _gap(d.sequences, config=train.TrainConfig(steps=800, batch_size=128, learning_rate=0.01, eval_every=400))
