@@ -26,6 +26,10 @@ MODULES = [
     "epjax.experiments.saved_models",
     "epjax.experiments.training",
     "epjax.families",
+    "epjax.aot",
+    "epjax.aot.datasets",
+    "epjax.aot.corpus",
+    "epjax.experiments.arrow_of_time",
 ]
 
 
