@@ -274,15 +274,8 @@ def exchangeable(
     rng = np.random.default_rng(seed)
     p = rng.dirichlet(np.full(vocab_size, float(concentration)), size=num_sequences)
     u = rng.random((num_sequences, length, 1))
-    seqs = np.minimum((u > np.cumsum(p, axis=1)[:, None, :]).sum(axis=2), vocab_size - 1).astype(np.int32)
-    return Dataset(
-        "exchangeable",
-        seqs,
-        tuple(chr(ord("a") + i) if i < 26 else f"<{i}>" for i in range(vocab_size)),
-        expected_sign=0,
-        description=f"exchangeable control, V={vocab_size}, T={length}",
-        meta={"length": length, "vocab_size": vocab_size, "concentration": concentration, "seed": seed},
-    )
+    seqs = np.minimum((u > np.cumsum(p, axis=1)[:, None, :]).sum(axis=2), vocab_size - 1)
+    return _control("exchangeable", "exchangeable control", seqs, vocab_size, seed, concentration=concentration)
 
 
 def palindromes(num_sequences: int = 4000, *, length: int = 16, vocab_size: int = 8, seed: int = 0) -> Dataset:
@@ -292,14 +285,20 @@ def palindromes(num_sequences: int = 4000, *, length: int = 16, vocab_size: int 
     vocab_size = check_positive_int("vocab_size", vocab_size, minimum=2)
     rng = np.random.default_rng(seed)
     half = rng.integers(0, vocab_size, size=(num_sequences, (length + 1) // 2))
-    seqs = np.concatenate([half, half[:, : length // 2][:, ::-1]], axis=1).astype(np.int32)
+    seqs = np.concatenate([half, half[:, : length // 2][:, ::-1]], axis=1)
+    return _control("palindromes", "palindromes", seqs, vocab_size, seed)
+
+
+def _control(name: str, what: str, seqs: np.ndarray, vocab_size: int, seed: int, **meta: Any) -> Dataset:
+    """A control's :class:`Dataset`: letters as tokens, no gap expected."""
+    length = seqs.shape[1]
     return Dataset(
-        "palindromes",
-        seqs,
+        name,
+        seqs.astype(np.int32),
         tuple(chr(ord("a") + i) if i < 26 else f"<{i}>" for i in range(vocab_size)),
         expected_sign=0,
-        description=f"palindromes, V={vocab_size}, T={length}",
-        meta={"length": length, "vocab_size": vocab_size, "seed": seed},
+        description=f"{what}, V={vocab_size}, T={length}",
+        meta={"length": length, "vocab_size": vocab_size, "seed": seed, **meta},
     )
 
 
