@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -270,6 +270,7 @@ def train_many(
     eval_data: Any = None,
     progress: bool = False,
     desc: str | None = None,
+    labels: Sequence[str] | None = None,
     strategy: str = "auto",
 ) -> tuple[PyTree, History]:
     """Train ``M`` models of one architecture at once: :func:`train` over a leading model axis, in one loop.
@@ -290,6 +291,8 @@ def train_many(
         eval_data: held-out sequences ``[M, N', T']``, evaluated every ``config.eval_every`` steps.
         progress: show a progress bar.
         desc: the progress bar's label.
+        labels: a short name per model; the progress bar then shows each model's latest held-out loss by name
+            (default: the first four, unnamed).
         strategy: how the step runs over the models: ``"vmap"`` (one batched computation: best on GPU and TPU),
             ``"map"`` (``lax.map``, one model after the other inside the compiled step: best on CPU, where
             batching the models' matrix products over a model axis is slower than looping, by up to 2x for an
@@ -311,6 +314,8 @@ def train_many(
     if leading != {num_models}:
         raise ValueError(f"`params` must be stacked along a leading axis of length {num_models} (one per key).")
     model.check_params(jax.tree_util.tree_map(lambda leaf: leaf[0], params))
+    if labels is not None and len(labels) != num_models:
+        raise ValueError(f"`labels` must name each of the {num_models} models, got {len(labels)} labels.")
     data = _check_stack("data", data, num_models, model.vocab_size)
     if eval_data is not None:
         eval_data = _check_stack("eval_data", eval_data, num_models, model.vocab_size)
@@ -344,7 +349,10 @@ def train_many(
             eval_steps.append(i)
             eval_losses.append(held_out(params))
             if bar is not None:
-                bar.set_postfix(held_out=" ".join(f"{v:.3f}" for v in eval_losses[-1][:4]))
+                if labels is None:
+                    bar.set_postfix(held_out=" ".join(f"{v:.3f}" for v in eval_losses[-1][:4]))
+                else:
+                    bar.set_postfix_str(" ".join(f"{n} {v:.3f}" for n, v in zip(labels, eval_losses[-1], strict=True)))
     train_loss = np.asarray(jnp.stack(train_losses, axis=1), dtype=np.float64)
     if not np.all(np.isfinite(train_loss)):
         bad = np.argwhere(~np.isfinite(train_loss))[0]

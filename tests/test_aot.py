@@ -187,6 +187,8 @@ def test_train_many_refuses_mismatched_stacks():
         train.train_many(jax.random.split(jax.random.key(0), 3), model, params, np.zeros((3, 5, 4), int))
     with pytest.raises(ValueError, match="`keys` must be a 1-D array of jax.random keys"):
         train.train_many(np.zeros(2), model, params, np.zeros((2, 5, 4), int))
+    with pytest.raises(ValueError, match="`labels` must name each of the 2 models, got 1 labels"):
+        train.train_many(keys, model, params, np.zeros((2, 5, 4), int), labels=["FW1"])
     with pytest.raises(ValueError, match="`strategy` must be 'auto', 'vmap' or 'map', got 'pmap'"):
         train.train_many(keys, model, params, np.zeros((2, 5, 4), int), strategy="pmap")
 

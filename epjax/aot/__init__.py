@@ -218,6 +218,7 @@ def learnability_gap(
     num_bootstrap: int = 2000,
     permutation_seed: int = 0,
     progress: bool = False,
+    desc: str | None = None,
 ) -> LearnabilityGap:
     """Train forward and backward twins of ``model`` on ``data`` over ``num_seeds`` seeds and return ``∂``.
 
@@ -239,7 +240,9 @@ def learnability_gap(
         confidence: coverage of the intervals, in (0, 1).
         num_bootstrap: bootstrap resamples of the held-out sequences.
         permutation_seed: seed of a random reordering (``"chunks:L"``).
-        progress: show a progress bar.
+        progress: show a progress bar over the training steps, with every model's held-out loss by name
+            (``FW1 … FWS``, ``BW1 … BWS``: direction and seed).
+        desc: the progress bar's label.
 
     Returns:
         :class:`LearnabilityGap`.
@@ -279,7 +282,8 @@ def learnability_gap(
         config=config,
         eval_data=stacked_held,
         progress=progress,
-        desc=f"train {num_seeds} FW + {num_seeds} BW {getattr(model, 'family', type(model).__name__)}",
+        desc=desc or f"train {num_seeds} FW + {num_seeds} BW {getattr(model, 'family', type(model).__name__)}",
+        labels=[f"{d}{s + 1}" for d in ("FW", "BW") for s in range(num_seeds)],
     )
     per_sequence = np.stack(
         [

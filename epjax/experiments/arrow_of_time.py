@@ -444,6 +444,7 @@ def gap_study(
             held_out=held_out if held is None else held,
             permutation_seed=seed,
             progress=progress,
+            desc=f"[{index + 1}/{len(settings)}] {setting.label(sweep)}",
         )
         ep = None
         if ep_samples:
