@@ -3,7 +3,8 @@
 The arrow-of-time learnability gap (docs/mathematics.md §8) trains two twins of one architecture, one on the
 training sequences and one on the same sequences token-reversed, drawing the same rows at every step. epjax
 trains the pair with the public call ``epjax.train.train_many(keys, model, params, data, config=...)``: one
-jitted, vmapped optimiser step for both models (``data = stack([rows, rows[:, ::-1]])``, ``keys = stack([k,
+jitted optimiser step for both models (its default strategy: ``lax.map`` over the models on CPU, ``vmap`` on
+accelerators) (``data = stack([rows, rows[:, ::-1]])``, ``keys = stack([k,
 k])``, the parameters stacked twice). The peer is the same training written in eager PyTorch the way a user
 would write it: two models (``benchmarks/torch_peers.py``'s ``TorchRNN`` / ``TorchGPT``, built from the *same*
 initial parameters), two ``torch.optim.AdamW`` with a warm-up + cosine ``LambdaLR`` and
@@ -13,7 +14,8 @@ Before timing, a short run checks that both sides compute the same training: the
 batch rows epjax draws (the key sequence of ``train_many`` replayed with ``jax.random``) and the per-step
 losses of both models are compared with epjax's ``History.train_loss`` (float32).
 
-Every ``train_many`` call compiles its step anew. Its steady-state time is the call's wall time minus the
+``train_many`` compiles its step once per model, settings and data size and reuses it in later calls. Its steady-
+state time is the call's wall time minus the
 compilation JAX reports for that call (``jax.monitoring`` duration events ``/jax/core/compile/*``: tracing,
 lowering, XLA compilation); that compile time, and the whole call's throughput, are reported beside it.
 PyTorch is timed at its default ``torch.get_num_threads()`` and at ``torch.set_num_threads(1)``, the three
@@ -334,10 +336,12 @@ rows drawn uniformly with replacement, the same rows for both models, reversed f
 parameters on both sides, float32, AdamW (learning rate {lr}, weight decay {wd}, {warm} warm-up steps then
 cosine decay to {final} of the peak, global-norm clipping at {clip}). Times are per optimiser step of the
 pair (a call's time / its steps), "median (best)" over the rounds; tokens/s = 2 models × B × T / time per
-step, from the median (from the fastest round). epjax: ``epjax.train.train_many`` (one compiled, vmapped step
-for both models, a Python loop over steps); "steady state" is each call's wall time minus the compilation JAX
+step, from the median (from the fastest round). epjax: ``epjax.train.train_many`` (one compiled step for
+both models, ``lax.map`` over them on CPU, a Python loop over steps); "steady state" is each call's wall time minus
+the compilation JAX
 reports for it (the ``jax.monitoring`` events ``/jax/core/compile/*``: tracing, lowering and XLA
-compilation, which every call pays anew because the step is a new closure), divided by its steps; host-side
+compilation; the step is compiled by the first call and cached, so later calls report almost none), divided by
+its steps; host-side
 validation and dispatch stay in. "whole call" is the call as a user pays it, compilation included. PyTorch:
 eager, two ``TorchRNN`` / ``TorchGPT`` peers (benchmarks/torch_peers.py: ``torch.nn.GRU`` / ``LSTM``, a
 handwritten GPT with ``scaled_dot_product_attention(is_causal=True)``) trained by ``F.cross_entropy``,
