@@ -14,10 +14,10 @@ Before timing, a short run checks that both sides compute the same training: the
 batch rows epjax draws (the key sequence of ``train_many`` replayed with ``jax.random``) and the per-step
 losses of both models are compared with epjax's ``History.train_loss`` (float32).
 
-``train_many`` compiles its step once per model, settings and data size and reuses it in later calls. Its steady-
-state time is the call's wall time minus the
-compilation JAX reports for that call (``jax.monitoring`` duration events ``/jax/core/compile/*``: tracing,
-lowering, XLA compilation); that compile time, and the whole call's throughput, are reported beside it.
+``train_many`` compiles its step once per model, settings and data size and reuses it in later calls. Its
+steady-state time is the call's wall time minus the compilation JAX reports for that call (``jax.monitoring``
+duration events ``/jax/core/compile/*``: tracing, lowering, XLA compilation); that compile time, and the whole
+call's throughput, are reported beside it.
 PyTorch is timed at its default ``torch.get_num_threads()`` and at ``torch.set_num_threads(1)``, the three
 jobs in alternation (round-robin, ``harness.measure_rounds``).
 
