@@ -138,6 +138,28 @@ def test_chunks_keep_order_inside_blocks_and_reverse_matches_the_engine():
     assert np.array_equal(aot.permutation_reversal(aot.reordering("reverse", 9))(x), epjax.reverse_tokens(x))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_permutation_reversal_inside_jit_vmap_and_grad(dtype):
+    perm = aot.reordering("middle-out", 6)
+    reorder = aot.permutation_reversal(perm)
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.arange(12.0, dtype=dtype).reshape(2, 6)
+        y = jax.jit(jax.vmap(reorder))(x)
+        assert y.dtype == x.dtype and np.array_equal(np.asarray(y), np.asarray(x)[:, perm])
+        w = jnp.linspace(0.5, 3.0, 6, dtype=dtype)
+        grad = jax.grad(lambda v: jnp.sum(w * reorder(v)))(x[0])
+        np.testing.assert_array_equal(np.asarray(grad)[perm], np.asarray(w))  # the gradient is w put back in place
+        # σ of a model under the reordering, inside the user's jit: ln P(x) − ln P(x[π])
+        model = families.new_model("markov", 3)
+        params = model.init(jax.random.key(0))
+        tokens = jnp.array([0, 1, 2, 2, 1, 0])
+        got = jax.jit(lambda p: epjax.sigma(model, p, tokens, reversal=reorder))(params)
+        want = jnp.sum(model.log_probs(params, tokens)) - jnp.sum(model.log_probs(params, tokens[perm]))
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-12)
+    with pytest.raises(ValueError, match="applies to sequences of 6 steps"):
+        reorder(jnp.arange(5))
+
+
 @pytest.mark.parametrize(
     ("perm", "match"),
     [

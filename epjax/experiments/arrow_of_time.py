@@ -229,7 +229,7 @@ class GapStudy(Result):
     """Learnability gaps of one or more settings (what :func:`gap_study` returns).
 
     Attributes:
-        rows: one :class:`GapRow` per setting.
+        rows_: one :class:`GapRow` per setting (``rows()`` is the table, as for every result).
         sweep: the swept field (a key of :data:`SWEEPS`) or ``None``.
         config: the training settings shared by every setting.
         seed: the study's seed.
