@@ -110,7 +110,7 @@ def test_train_model_result(fitted_chain, tmp_path):
     assert h.train_loss.shape == (150,) and h.eval_steps[-1] == 150 and result.config.eval_every == 15
     assert result.held_out_loss == h.eval_loss[-1] < result.untrained_loss
     # The excess loss is the paired mean of per-sequence losses, recomputed here from the trained model.
-    diff = mt.sequence_losses(result.model, result.params, result.data.held_out) - mt.sequence_losses(
+    diff = train.sequence_losses(result.model, result.params, result.data.held_out) - train.sequence_losses(
         CHAIN.model, CHAIN.params, result.data.held_out
     )
     assert result.excess_loss == pytest.approx(np.mean(diff), rel=1e-12)

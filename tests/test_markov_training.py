@@ -89,7 +89,7 @@ def test_sensitivity_edge_cases():
 def test_sequence_losses_match_log_probs():
     data = mt.sample_sequences(jax.random.key(0), CHAIN, 7, 5)
     assert data.shape == (7, 5) and data.dtype == np.int32
-    losses = mt.sequence_losses(CHAIN.model, CHAIN.params, data, chunk=3)  # chunks 3 + 3 + 1 (padded)
+    losses = train.sequence_losses(CHAIN.model, CHAIN.params, data, chunk=3)  # chunks 3 + 3 + 1 (padded)
     expected = [-np.mean(CHAIN.model.log_probs(CHAIN.params, x)) for x in data]
     np.testing.assert_allclose(losses, expected, rtol=1e-6)
 

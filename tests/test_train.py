@@ -24,8 +24,8 @@ def chain_data():
 
 def excess(model, params, held_out):
     """Model minus chain held-out loss on the same sequences (nats/token)."""
-    ours = mt.sequence_losses(model, params, held_out)
-    chain = mt.sequence_losses(CHAIN.model, CHAIN.params, held_out)
+    ours = train.sequence_losses(model, params, held_out)
+    chain = train.sequence_losses(CHAIN.model, CHAIN.params, held_out)
     return float(np.mean(ours - chain))
 
 
@@ -41,7 +41,7 @@ def test_training_approaches_the_chain(chain_data):
     assert before > 0.1
     assert after < 0.02, (before, after)
     assert history.eval_steps.tolist() == [150, 300]
-    assert history.eval_loss[-1] == pytest.approx(np.mean(mt.sequence_losses(model, params, held_out)), abs=1e-5)
+    assert history.eval_loss[-1] == pytest.approx(np.mean(train.sequence_losses(model, params, held_out)), abs=1e-5)
     assert history.train_loss.shape == (300,) and history.steps.tolist() == list(range(1, 301))
     # Towards l*(L) = [H(pi) + (L - 1) h] / L, the chain's expected loss: within sampling noise of the held-out set.
     assert history.eval_loss[-1] < CHAIN.optimal_loss(8) + 0.05

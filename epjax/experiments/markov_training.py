@@ -215,9 +215,6 @@ def ep_sensitivity(chain: Chain, num_steps: int, length: int) -> float:
     return float(math.sqrt(length * quad))
 
 
-sequence_losses = train.sequence_losses  # moved to epjax.train; kept here for existing callers
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainingRun(Result):
     """A model trained on a chain's sequences, with its EP and held-out loss recorded at checkpoints.
@@ -475,7 +472,7 @@ def train_on_chain(
         )
 
     measure(0, params)
-    initial_loss = float(np.mean(sequence_losses(model, params, eval_data)))
+    initial_loss = float(np.mean(train.sequence_losses(model, params, eval_data)))
     # train() evaluates the held-out loss at the same steps as it calls back (every eval_every, and the last).
     params, history = train.train(
         train_key,
@@ -490,8 +487,8 @@ def train_on_chain(
     )
     steps = [0, *(int(s) for s in history.eval_steps)]
     losses = [initial_loss, *(float(v) for v in history.eval_loss)]
-    model_losses = sequence_losses(model, params, eval_data)
-    chain_losses = sequence_losses(chain.model, chain.params, eval_data)
+    model_losses = train.sequence_losses(model, params, eval_data)
+    chain_losses = train.sequence_losses(chain.model, chain.params, eval_data)
     diff = model_losses - chain_losses
     return TrainingRun(
         label=label or getattr(model, "family", type(model).__name__),

@@ -466,7 +466,7 @@ def train_model(
     )
     key_init, key_train = jax.random.split(jax.random.key(seed))
     params = model.init(key_init)
-    untrained = float(np.mean(mt.sequence_losses(model, params, data.held_out)))
+    untrained = float(np.mean(train.sequence_losses(model, params, data.held_out)))
     start = time.perf_counter()
     params, history = train.train(
         key_train, model, params, data.train, config=config, eval_data=data.held_out, progress=progress
@@ -474,8 +474,8 @@ def train_model(
     seconds = time.perf_counter() - start
     result = TrainingResult(model, params, history, data, config, eval_fraction, untrained, seconds, seed=seed)
     if data.chain is not None:
-        losses = mt.sequence_losses(model, params, data.held_out)
-        chain_losses = mt.sequence_losses(data.chain.model, data.chain.params, data.held_out)
+        losses = train.sequence_losses(model, params, data.held_out)
+        chain_losses = train.sequence_losses(data.chain.model, data.chain.params, data.held_out)
         diff = losses - chain_losses
         result.chain_loss = float(np.mean(chain_losses))
         result.excess_loss = float(np.mean(diff))
