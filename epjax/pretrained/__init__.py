@@ -31,7 +31,8 @@ Nothing is downloaded: weights are read from local files only. Needs the ``lm`` 
 from __future__ import annotations
 
 from epjax import llama  # the family's module, formerly epjax.pretrained.llama
-from epjax.pretrained import gguf, gpt2
+from epjax.pretrained import gguf, gpt2, hf
+from epjax.pretrained._dispatch import load_model, model_files
 from epjax.pretrained._gguf import SUPPORTED_TYPES, GGUFFile, TensorInfo, dequantize, read_gguf
 from epjax.pretrained.gguf import (
     DEFAULT_DISTRIBUTION,
@@ -59,7 +60,10 @@ __all__ = [
     "gguf",
     "gpt2",
     "llama",
+    "hf",
     "load_gguf",
     "load_gpt2",
+    "load_model",
+    "model_files",
     "read_gguf",
 ]
