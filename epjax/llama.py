@@ -69,6 +69,9 @@ class Config:
         rope_base: RoPE frequency base.
         rms_eps: the ``eps`` of RMSNorm.
         tie_embeddings: read the logits with the token embedding ``E^T`` instead of a separate output matrix.
+        attention_bias: the q, k and v projections carry biases (Qwen2/Qwen2.5): ``u W^T + b``.
+        qk_norm: RMSNorm (gain ``[K]``, shared by the heads, ``rms_eps``) on every query and key head before RoPE
+            (Qwen3).
         bos_id: the token the model is conditioned on at position 0 (not part of ``x``).
         dtype: parameter and computation dtype, ``"float32"`` or ``"float64"`` (needs ``jax.enable_x64``).
     """
@@ -86,6 +89,8 @@ class Config:
     rms_eps: float = 1e-5
     tie_embeddings: bool = True
     dtype: str = "float32"
+    attention_bias: bool = False
+    qk_norm: bool = False
 
     def __post_init__(self):
         sizes = ("vocab_size", "context_length", "num_layers", "num_heads", "num_kv_heads", "embed_size", "mlp_size")
@@ -113,10 +118,9 @@ class Config:
         object.__setattr__(self, "bos_id", int(self.bos_id))
         for name in ("rope_base", "rms_eps"):
             object.__setattr__(self, name, check_positive_float(f"llama.Config.{name}", getattr(self, name)))
-        if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(
-                f"llama.Config.tie_embeddings must be True or False, got {self.tie_embeddings!r}."
-            )
+        for name in ("tie_embeddings", "attention_bias", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"llama.Config.{name} must be True or False, got {getattr(self, name)!r}.")
         if self.dtype not in _DTYPES:
             raise ValueError(f"llama.Config.dtype must be one of {_DTYPES}, got {self.dtype!r}.")
 
@@ -145,6 +149,10 @@ def param_shapes(config: Config) -> Params:
         },
         "norm": (D,),
     }
+    if c.attention_bias:
+        shapes["blocks"].update(q_bias=(L, HK), k_bias=(L, GK), v_bias=(L, GK))
+    if c.qk_norm:
+        shapes["blocks"].update(q_norm=(L, c.head_size), k_norm=(L, c.head_size))
     if not c.tie_embeddings:
         shapes["head"] = (V, D)
     return shapes
@@ -261,9 +269,15 @@ class Model(CachedDecoder):
         H, G, K = c.num_heads, c.num_kv_heads, c.head_size
         lead = z.shape[:-1]
         u = _rms_norm(p["attn_norm"], z, c.rms_eps)
-        q = _rope(_dense(p["q"], u).reshape(*lead, H, K), cos, sin)  # [..., H*K] -> [..., H, K]
-        k = _rope(_dense(p["k"], u).reshape(*lead, G, K), cos, sin)  # [..., G*K] -> [..., G, K]
-        v = _dense(p["v"], u).reshape(*lead, G, K)
+
+        def project(name: str, heads: int) -> Array:  # [..., D] -> [..., heads, K], with Qwen's bias and norm
+            out = _dense(p[name], u)
+            out = (out + p[name + "_bias"] if c.attention_bias else out).reshape(*lead, heads, K)
+            return _rms_norm(p[name + "_norm"], out, c.rms_eps) if c.qk_norm and name != "v" else out
+
+        q = _rope(project("q", H), cos, sin)  # [..., H*K] -> [..., H, K]
+        k = _rope(project("k", G), cos, sin)  # [..., G*K] -> [..., G, K]
+        v = project("v", G)
         z = z + _dense(p["o"], attend(heads_first(q), heads_first(k), heads_first(v)))
         return z + _mlp(p, _rms_norm(p["mlp_norm"], z, c.rms_eps))
 
