@@ -150,7 +150,7 @@ AUXILIARIES = frozenset(
 IRREGULAR_PAST = frozenset(
     """
     arose awoke was were bore beat became began bent bet bit bled blew broke bred brought built burnt burst
-    bought caught chose clung came cost crept cut dealt dug dove drew dreamt drank drove dwelt ate fell fed felt
+    bought cast caught chose clung came cost crept cut dealt dug dove drew dreamt drank drove dwelt ate fell fed felt
     fought found fled flung flew forbade forgot forgave froze got gave went ground grew hung had heard hid hit
     held hurt kept knelt knew laid led leant leapt learnt left lent let lay lit lost made meant met paid put quit
     read rode rang rose ran sawed said saw sought sold sent set sewed shook shed shone shot showed shrank shut
@@ -378,6 +378,16 @@ def _check_subject_and_verb(sentences: Sequence[str], words: Sequence[Sequence[s
         first = words[0]
         n = next((j for j in range(1, len(first)) if _verb_like(first[j])), None)
         if n is None:
+            for i, w in enumerate(words[1:], 2):
+                if w[0] != first[0]:
+                    raise ProtocolError(
+                        "same_subject",
+                        f"sentence {i} {_quote(sentences[i - 1])} starts with {w[0]!r}, sentence 1 "
+                        f"{_quote(sentences[0])} with {first[0]!r}; expected every sentence to start with the same "
+                        "subject noun phrase.",
+                        sentence=i,
+                        word=w[0],
+                    )
             raise ProtocolError(
                 "simple_past",
                 f"sentence 1 {_quote(sentences[0])} has no simple-past verb after its subject; expected the subject "
