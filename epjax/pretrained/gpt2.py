@@ -16,6 +16,7 @@ or ``vocab.json`` + ``merges.txt``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -57,8 +58,8 @@ def _open_safetensors(path: Path) -> Iterator[Any]:
         yield handle
 
 
-def _read_tensor(handle: Any, name: str, path: Path, row: int | None = None) -> np.ndarray:
-    """Tensor ``name`` (or one ``row`` of it) as NumPy, BF16 widened to float32; ``ValueError`` if unreadable."""
+def _read_tensor(handle: Any, name: str, path: Path, row: int | slice | None = None) -> np.ndarray:
+    """Tensor ``name`` (or a ``row`` or slice of rows) as NumPy, BF16 widened to float32; ``ValueError`` if bad."""
     try:
         array = handle.get_tensor(name) if row is None else handle.get_slice(name)[row]
     except Exception as err:  # noqa: BLE001 - SafetensorError, or a dtype NumPy does not know
@@ -166,6 +167,8 @@ def _path_key(path: tuple) -> tuple:
 def from_checkpoint(
     folder: str | os.PathLike,
     *,
+    context_length: int | None = None,
+    bos_id: int | None = None,
     dtype: str = "float32",
     temperature: float = 1.0,
 ) -> tuple[transformer.Model, Any, Tokenizer]:
@@ -174,6 +177,14 @@ def from_checkpoint(
     if not folder.is_dir():
         raise ValueError(f"GPT-2 checkpoint folder not found: {str(folder)!r} is not a directory.")
     config = config_from_hf(_read_config(folder), dtype=dtype, source=folder / "config.json")
+    if context_length is not None:
+        trained = config.context_length
+        if isinstance(context_length, bool) or not isinstance(context_length, int) or not 0 < context_length <= trained:
+            raise ValueError(
+                f"`context_length` must be an integer in [1, {trained}] (config.json's n_positions - 1: position 0 "
+                f"holds BOS), got {context_length!r}."
+            )
+        config = dataclasses.replace(config, context_length=context_length)
     check_temperature(temperature)
     weights_path = folder / "model.safetensors"
     if not weights_path.is_file():
@@ -191,17 +202,26 @@ def from_checkpoint(
         if unexpected:
             raise ValueError(f"{weights_path}: unexpected tensors for GPT-2: {unexpected[:5]}.")
         tokenizer = Tokenizer.from_folder(folder, vocab_size=config.vocab_size)
+        if bos_id is not None:
+            if isinstance(bos_id, bool) or not isinstance(bos_id, (int, np.integer)):
+                raise ValueError(f"`bos_id` must be a token id in [0, {config.vocab_size}), got {bos_id!r}.")
+            tokenizer = Tokenizer(tokenizer.backend, bos_id=int(bos_id), vocab_size=config.vocab_size)
 
         def fill(path, leaf):
             key = _path_key(path)
-            if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|>
+            if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|> (or of `bos_id`)
                 name, transpose, row = "wte.weight", False, tokenizer.bos_id
+            elif key == ("position_embed",):  # positions 0 (BOS) .. context_length
+                name, transpose, row = "wpe.weight", False, slice(0, config.context_length + 1)
             else:
                 (name, transpose), row = names[key], None
             if name not in stored:
                 raise ValueError(f"{weights_path}: missing tensor {name!r}.")
             full = tuple(weights.get_slice(stored[name]).get_shape())  # from the header: nothing read yet
-            shape = full[::-1] if transpose else full[1:] if row is not None else full
+            if isinstance(row, slice):
+                shape = (min(full[0], row.stop), *full[1:]) if full else full
+            else:
+                shape = full[::-1] if transpose else full[1:] if row is not None else full
             if shape != leaf.shape:
                 raise ValueError(
                     f"{weights_path}: tensor {name!r} has shape {shape}, config.json implies {leaf.shape}."
@@ -216,6 +236,8 @@ def from_checkpoint(
 def load_gpt2(
     folder: str | os.PathLike,
     *,
+    context_length: int | None = None,
+    bos_id: int | None = None,
     dtype: str = "float32",
     temperature: float = 1.0,
 ) -> tuple[transformer.Model, Any, Tokenizer]:
@@ -224,18 +246,23 @@ def load_gpt2(
     Args:
         folder: holds ``config.json``, ``model.safetensors`` and ``tokenizer.json`` (or ``vocab.json`` +
             ``merges.txt``).
+        context_length: longest sequence scored or sampled, at most (and by default) ``n_positions - 1``; the
+            first ``context_length + 1`` rows of ``wpe`` are kept.
+        bos_id: the BOS token id (default: ``<|endoftext|>``); its ``wte`` row is the BOS vector.
         dtype: parameter dtype, ``"float32"`` (default) or ``"float64"`` (needs ``jax.enable_x64``).
         temperature: the model's temperature.
 
     Returns:
-        ``(model, params, tokenizer)``: ``model.max_length = n_positions - 1``, ``params`` the NNX state of
-        :class:`epjax.transformer.GPT` with ``bos`` = the ``<|endoftext|>`` embedding, whose id is
-        ``tokenizer.bos_id``.
+        ``(model, params, tokenizer)``: ``model.max_length = context_length``, ``params`` the NNX state of
+        :class:`epjax.transformer.GPT` with ``bos`` = the embedding of the BOS token (``<|endoftext|>`` by
+        default), whose id is ``tokenizer.bos_id``.
 
     Raises:
         ValueError: a missing folder or file, a malformed file, a checkpoint that is not plain GPT-2.
     """
-    return from_checkpoint(folder, dtype=dtype, temperature=temperature)
+    return from_checkpoint(
+        folder, context_length=context_length, bos_id=bos_id, dtype=dtype, temperature=temperature
+    )
 
 
 __all__ = ["config_from_hf", "from_checkpoint", "load_gpt2", "read_safetensors"]
