@@ -374,26 +374,13 @@ def _check_subject_and_verb(sentences: Sequence[str], words: Sequence[Sequence[s
     """same_subject and simple_past; returns the subject."""
     subject = subject_of(sentences)
     if subject is None:
-        # the subject of sentence 1: its words before the first verb-like word
+        # the subject of sentence 1: its words before the first verb-like word (at most three words), else its
+        # first word (two after an article)
         first = words[0]
-        n = next((j for j in range(1, len(first)) if _verb_like(first[j])), None)
-        if n is None:
-            for i, w in enumerate(words[1:], 2):
-                if w[0] != first[0]:
-                    raise ProtocolError(
-                        "same_subject",
-                        f"sentence {i} {_quote(sentences[i - 1])} starts with {w[0]!r}, sentence 1 "
-                        f"{_quote(sentences[0])} with {first[0]!r}; expected every sentence to start with the same "
-                        "subject noun phrase.",
-                        sentence=i,
-                        word=w[0],
-                    )
-            raise ProtocolError(
-                "simple_past",
-                f"sentence 1 {_quote(sentences[0])} has no simple-past verb after its subject; expected the subject "
-                "then a simple-past verb (a regular '-ed' form or an irregular past).",
-                sentence=1,
-            )
+        n = next((j for j in range(1, min(len(first), 4)) if _verb_like(first[j])), None)
+        guessed = n is None
+        if guessed:
+            n = 2 if first[0].lower() in ("the", "a", "an") and len(first) > 2 else 1
         candidate = first[:n]
         for i, w in enumerate(words[1:], 2):
             if w[:n] != candidate:
@@ -405,6 +392,14 @@ def _check_subject_and_verb(sentences: Sequence[str], words: Sequence[Sequence[s
                     sentence=i,
                     word=" ".join(w[:n]),
                 )
+        if guessed:
+            raise ProtocolError(
+                "simple_past",
+                f"sentence 1 {_quote(sentences[0])} has no simple-past verb after its subject; expected the subject "
+                "then a simple-past verb (a regular '-ed' form or an irregular past).",
+                sentence=1,
+                word=first[n] if len(first) > n else None,
+            )
         bad = next(i for i, w in enumerate(words, 1) if len(w) <= n or not _verb_like(w[n]))
         verb = words[bad - 1][n] if len(words[bad - 1]) > n else ""
         raise ProtocolError(
@@ -557,10 +552,11 @@ def mean_token_lengths(groups: Mapping[str, Sequence[str]], tokenizer: Any) -> d
         ValueError: ``groups`` is not a mapping of lists of strings, or a group is empty.
     """
     groups = _check_groups(groups)
-    out = {}
     for name, texts in groups.items():
         if not texts:
             raise ValueError(f"group {name!r} is empty; a mean length needs at least one text.")
+    out = {}
+    for name, texts in groups.items():
         out[name] = float(np.mean([len(tokenizer.encode(t)) for t in texts]))
     return out
 
