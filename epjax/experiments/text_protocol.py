@@ -518,15 +518,10 @@ def check_protocol(text: str, *, tokenizers: Iterable[Any] = ()) -> None:
             and what was expected.
         ValueError: ``text`` is not a string.
     """
-    tokenizers = tuple(tokenizers)
-    if isinstance(text, str):
-        # the string rules first, then the ids only when they pass (encoding is the slow part)
-        errors = protocol_violations(text)
-        if errors:
-            raise errors[0]
-    errors = protocol_violations(text, tokenizers=tokenizers)
+    errors = protocol_violations(text)  # the string rules first: the ids are only read when those pass
     if errors:
         raise errors[0]
+    _check_ids(text, tuple(tokenizers))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -625,7 +620,8 @@ def load_strict_texts() -> dict[str, list[str]]:
     """The shipped strict set: ``{"causal": [100 texts], "non-causal": [100 texts]}``.
 
     Read from ``epjax/data/texts_strict.json`` (layout ``{"description": ..., "groups": {...}}``, as
-    ``epjax/data/texts.json``); pass ``epjax/data/texts_strict.json``'s path to ``epjax texts`` to score it.
+    ``epjax/data/texts.json``); :func:`epjax.experiments.texts.load_text_groups` reads the same file, and
+    ``epjax texts`` scores it given its path as FILE.
 
     Raises:
         ValueError: the file is missing its groups (a broken installation).
