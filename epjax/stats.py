@@ -162,7 +162,7 @@ def holm(p_values: Any) -> np.ndarray:
     bad = ~(np.isfinite(p) & (p >= 0) & (p <= 1))
     if np.any(bad):
         raise ValueError(
-            f"`p_values` must hold p-values in [0, 1], got {p[bad][0]!r} at index {int(np.flatnonzero(bad)[0])}."
+            f"`p_values` must hold p-values in [0, 1], got {float(p[bad][0])!r} at index {int(np.flatnonzero(bad)[0])}."
         )
     m = p.size
     order = np.argsort(p, kind="stable")
