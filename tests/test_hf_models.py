@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytest.importorskip("tokenizers")
+tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -41,6 +41,10 @@ CORPUS = [
     "She opened the door, looked outside and smiled... The rain had stopped!",
 ]
 LENGTH = 16  # one sequence length: one compilation per model
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 CLASSES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 SIZES = dict(
     hidden_size=32,
@@ -72,8 +76,6 @@ def bpe():
 
 def write_tokenizer(folder: Path, bpe, style: str) -> None:
     """tokenizer.json, and a tokenizer_config.json in one of the BOS styles of real checkpoints."""
-    import tokenizers
-
     tok = tokenizers.Tokenizer.from_str(bpe.to_str())
     config: dict = {"tokenizer_class": "PreTrainedTokenizerFast"}
     if style == "adds <s>":  # Llama 2, Mistral
@@ -85,8 +87,15 @@ def write_tokenizer(folder: Path, bpe, style: str) -> None:
         )
     elif style == "no add":  # a declared BOS the tokenizer does not add (SmolLM2): <|endoftext|> instead
         config.update(bos_token="<s>", add_bos_token=False)
-    elif style == "qwen":  # no BOS at all
+    elif style == "qwen":  # no BOS at all; Qwen's own pre-tokenizer (one digit per piece), as its tokenizer.json
         config.update(bos_token=None, eos_token="<|endoftext|>")
+        tok.normalizer = tokenizers.normalizers.NFC()
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+            [
+                tokenizers.pre_tokenizers.Split(tokenizers.Regex(QWEN_SPLIT), behavior="isolated"),
+                tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
@@ -160,9 +169,15 @@ def test_matches_transformers_float32(folders, bpe, case):
     assert c.rope_base == overrides.get("rope_theta", 10000.0) and c.rms_eps == overrides.get("rms_norm_eps", 1e-6)
     assert c.attention_bias is (model_type == "qwen2") and c.qk_norm is (model_type == "qwen3")
     assert tok.bos_id == model.bos_id == bpe.token_to_id(bos_token)
-    for text in CORPUS:  # the folder's tokenizer.json, run by `tokenizers`, no special token added
-        assert tok.encode(text) == bpe.encode(text, add_special_tokens=False).ids
+    from transformers import AutoTokenizer
+
+    declared = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    hf_tok = AutoTokenizer.from_pretrained(str(folder))  # what a transformers user loads from the folder
+    for text in CORPUS:  # the folder's tokenizer.json, its own pre-tokenizer, no special token added
+        assert tok.encode(text) == declared.encode(text, add_special_tokens=False).ids
+        assert tok.encode(text) == hf_tok.encode(text, add_special_tokens=False)
         assert tok.decode(tok.encode(text)) == text
+    assert (tok.encode("in 2024") == bpe.encode("in 2024").ids) is not model_type.startswith("qwen")
     hf = _hf_model(folder)
     diff = _max_diff(model, params, hf, _ids(tok))
     print(f"{case}: float32 max |log p - log p_hf| = {diff:.2e}")
@@ -244,8 +259,6 @@ def test_context_length_and_bos_id(folders, bpe):
 
 
 def test_bos_choice(tmp_path, folders, bpe):
-    import tokenizers
-
     folder = tmp_path / "bos"
     shutil.copytree(folders["llama"], folder)
     write_tokenizer(folder, bpe, "no add")  # declared, not added: <|endoftext|>
@@ -261,7 +274,6 @@ def test_bos_choice(tmp_path, folders, bpe):
     with pytest.raises(ValueError, match="cannot choose the BOS token.*not added.*pass `bos_id`"):
         hf_lib.load_hf(folder)
     assert hf_lib.load_hf(folder, bos_id=0)[2].bos_id == 0
-    del tokenizers
 
 
 # --- refusals -------------------------------------------------------------------------------------------------
@@ -325,6 +337,30 @@ def test_window_covering_the_context_is_accepted(tmp_path, folders, bpe):
     model, params, tok = hf_lib.load_hf(folder, context_length=32)
     x = [int(i) for i in np.random.default_rng(0).integers(0, bpe.get_vocab_size(), 32)]
     _max_diff(model, params, _hf_model(folder), [x])
+    # One position shorter, the window bites at the last token: the refusal of context 32 > 31 is needed.
+    _edit_config(folder, sliding_window=31)
+    _, narrow = _hf_scores(_hf_model(folder), model.bos_id, x)
+    got = np.asarray(jax.jit(model.log_probs)(params, jnp.array(x)))
+    assert np.abs(got - narrow)[-1] > 1e-3 and np.abs(got - narrow)[:-1].max() < 1e-5
+    with pytest.raises(ValueError, match="sliding_window = 31 is in effect and shorter than context_length = 32"):
+        hf_lib.load_hf(folder, context_length=32)
+
+
+def test_bfloat16_weights_and_tied_copy(tmp_path, folders, bpe):
+    """BF16 safetensors widened as transformers widens them; a tied checkpoint holding a copy of the embedding."""
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(folders["qwen2"], folder)
+    hf = _hf_model(folder).to(torch.bfloat16)
+    hf.save_pretrained(str(folder))
+    model, params, tok = hf_lib.load_hf(folder)
+    assert model.config.tie_embeddings and params["embed"].dtype == jnp.float32
+    _max_diff(model, params, _hf_model(folder), _ids(tok)[:1])  # transformers upcasts the same BF16 values
+    weights = pretrained.gpt2.read_safetensors(folder / "model.safetensors")
+    save_file({**weights, "lm_head.weight": weights["model.embed_tokens.weight"]}, str(folder / "model.safetensors"))
+    _, again, _ = hf_lib.load_hf(folder)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), params, again))
 
 
 def test_tensor_refusals(tmp_path, folders):
