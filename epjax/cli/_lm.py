@@ -158,6 +158,8 @@ def texts_command(args: argparse.Namespace) -> int:
         if len(sets) == 1 and len(models) == 1:
             result = texts.compare_texts(models[0], sets[0], **options)
         else:
+            if sets[0].path is None:  # the default set: by its name, its file hashed into the provenance
+                sets[0] = texts.load_builtin_text_set("ep-paper")
             args.seed = 0 if args.seed is None else args.seed  # into the provenance
             result = texts.compare_text_sets(models, sets, num_bootstrap=args.bootstrap, seed=args.seed, **options)
     except texts.TextsError as exc:
