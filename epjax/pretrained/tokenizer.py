@@ -1,15 +1,39 @@
-"""Byte-level BPE tokenizers for the pretrained models, built with the ``tokenizers`` library.
+"""Tokenizers for the pretrained models, built with the ``tokenizers`` library.
 
-A GGUF file carries no ``tokenizer.json``: its vocabulary, merges, token types and pre-tokenizer name are
-metadata (``tokenizer.ggml.*``). :meth:`Tokenizer.from_gguf` rebuilds the byte-level BPE the way transformers'
-GGUF loader does (``GPT2Tokenizer`` from vocab + merges, control tokens added as special tokens), with the
-pre-tokenizer the file names:
+A GGUF file carries no ``tokenizer.json``: its vocabulary, merges or scores, token types and pre-tokenizer name
+are metadata (``tokenizer.ggml.*``). :meth:`Tokenizer.from_gguf` rebuilds the tokenizer the way transformers'
+GGUF loader does, for the two kinds ``tokenizer.ggml.model`` names:
 
-    gpt2, default         GPT-2's regex (``ByteLevel(use_regex=True)``)
+``gpt2``, byte-level BPE (GPT-2, Llama 3, SmolLM, Qwen2/2.5/3): vocab + merges, control tokens added as special
+tokens, user-defined ones as added tokens, with the pre-tokenizer ``tokenizer.ggml.pre`` names:
+
+    gpt2, gpt-2, default  GPT-2's regex (``ByteLevel(use_regex=True)``)
     smollm                every digit its own piece, then GPT-2's regex (SmolLM's ``tokenizer.json`` and
                           llama.cpp; transformers' GGUF loader uses GPT-2's regex alone, which gives the same
                           ids because the SmolLM vocabulary has no multi-digit token)
-    llama-bpe, llama3     Llama 3's regex
+    llama-bpe, llama3,    Llama 3's regex (at most three digits a piece)
+    llama-v3
+    qwen2,                Qwen2's regex (Qwen2, Qwen2.5, Qwen3; DeepSeek-R1's Qwen distillations): Llama 3's
+    deepseek-r1-qwen      with every digit its own piece
+    qwen35                Qwen3.5's regex (Qwen2's, with combining marks inside words)
+    tekken                Mistral's Tekken regex (case-aware words, every digit its own piece)
+    gpt-4o                GPT-4o's regex (case-aware words with contractions, at most three digits a piece)
+
+each regex split ``isolated`` and followed by ``ByteLevel(use_regex=False)``, as transformers builds them (its
+``GGUF_PRE_TOKENIZER_SPLITS`` table is the oracle of tests/test_gguf_models.py). No Unicode normalizer is applied
+(Qwen's own ``tokenizer.json`` has NFC; transformers' GGUF loader has none). Any other name is refused.
+
+``llama``, SentencePiece (Llama 1/2, Mistral 7B, TinyLlama, ...): a BPE over the vocabulary with byte fallback
+(``<0x00>`` .. ``<0xFF>`` tokens), its merges those of the file or, as SentencePiece files have none, derived
+from the scores (every split of a token into two tokens, best-scored result first); ``▁`` stands for a space,
+and a ``▁`` is put before the text when ``tokenizer.ggml.add_space_prefix`` is true (the default), and removed
+again by the decoder (normalizers ``Prepend("▁")``, ``Replace(" ", "▁")``; decoders ``Replace("▁", " ")``,
+``ByteFallback``, ``Fuse``, ``Strip(left=1)``). The ids equal those of transformers' GGUF tokenizer
+(``LlamaTokenizer``) except for a text starting with a space or holding a special token: transformers'
+``Metaspace(prepend_scheme="first")`` puts no ``▁`` before a text that already starts with one, nor after a
+special token, while SentencePiece's dummy prefix, Llama 2's own ``tokenizer.json`` and llama.cpp do -- as here,
+so ``" x"`` round-trips. Architectures whose SentencePiece files transformers treats specially (Gemma, Phi-3)
+are refused.
 
 :meth:`Tokenizer.from_folder` reads a Hugging Face checkpoint folder (``tokenizer.json``, or ``vocab.json`` +
 ``merges.txt`` for GPT-2's byte-level BPE).
@@ -62,7 +86,48 @@ _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_PRE_TOKENIZERS = ("default", "gpt2", "smollm", "llama-bpe", "llama3")
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN35_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+    r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_UPPER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]"  # Tekken's and GPT-4o's "upper or caseless" letters
+_LOWER = r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"  # and "lower or caseless" ones
+_TEKKEN_SPLIT = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+_GPT4O_SPLIT = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTION}"
+    rf"|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*{_CONTRACTION}"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# tokenizer.ggml.pre -> the regex split before ByteLevel(use_regex=False); None: ByteLevel's own (GPT-2's) regex.
+_SPLITS: dict[str, str | None] = {
+    "default": None,
+    "gpt2": None,
+    "gpt-2": None,
+    "smollm": None,  # digits split first (_pre_tokenizer)
+    "llama-bpe": _LLAMA3_SPLIT,
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
+    "qwen35": _QWEN35_SPLIT,
+    "tekken": _TEKKEN_SPLIT,
+    "gpt-4o": _GPT4O_SPLIT,
+}
+_PRE_TOKENIZERS = tuple(_SPLITS)
+_TOKENIZER_MODELS = ("gpt2", "llama")
+# Architectures whose SentencePiece GGUF tokenizer transformers builds differently (respelled tokens, no
+# Metaspace): not reproduced here.
+_SPM_REFUSED_ARCHITECTURES = ("gemma", "gemma2", "gemma3", "gemma4", "phi3")
+_SPACE = "\u2581"  # SentencePiece's "▁"
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
 
 
@@ -243,7 +308,7 @@ def _import_tokenizers():
 
 
 class Tokenizer:
-    """A byte-level BPE tokenizer with a designated BOS token.
+    """A tokenizer (byte-level BPE, or SentencePiece-style BPE with byte fallback) with a designated BOS token.
 
     Args:
         backend: a ``tokenizers.Tokenizer``. ``encode`` never adds special tokens: the models prepend BOS
@@ -267,6 +332,7 @@ class Tokenizer:
         self._texts: list[str] | None = None
         self._pieces: list[bytes | None] | None = None
         self._paper_mask: np.ndarray | None = None
+        self._sentencepiece = False  # set by from_gguf: pieces spelled with "▁" and <0xNN>, not byte-level
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -278,24 +344,22 @@ class Tokenizer:
         vocab_size: int | None = None,
         source: Any = "GGUF file",
     ) -> Tokenizer:
-        """Rebuild the tokenizer of GGUF metadata ``tokenizer.ggml.*`` (see the module docstring)."""
+        """Rebuild the tokenizer of GGUF metadata ``tokenizer.ggml.*`` (see the module docstring).
+
+        Raises:
+            ValueError: a tokenizer model or pre-tokenizer not supported (named), a missing or inconsistent
+                ``tokenizer.ggml.*`` entry.
+        """
         tokenizers = _import_tokenizers()
         kind = metadata.get("tokenizer.ggml.model")
-        if kind != "gpt2":
+        if kind not in _TOKENIZER_MODELS:
             raise ValueError(
                 f"{source}: tokenizer.ggml.model = {kind!r} is not supported; epjax reads byte-level BPE "
-                f"tokenizers ('gpt2')."
+                f"('gpt2') and SentencePiece ('llama') tokenizers."
             )
-        for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
-            if key not in metadata:
-                raise ValueError(
-                    f"{source}: the GGUF metadata has no {key!r} entry, needed for the tokenizer."
-                )
-        pre = metadata.get("tokenizer.ggml.pre", "default")
-        if pre not in _PRE_TOKENIZERS:
+        if "tokenizer.ggml.tokens" not in metadata:
             raise ValueError(
-                f"{source}: tokenizer.ggml.pre = {pre!r} is not supported; "
-                f"supported: {list(_PRE_TOKENIZERS)}."
+                f"{source}: the GGUF metadata has no 'tokenizer.ggml.tokens' entry, needed for the tokenizer."
             )
         tokens: list[str] = list(metadata["tokenizer.ggml.tokens"])
         types = metadata.get("tokenizer.ggml.token_type")
@@ -303,6 +367,20 @@ class Tokenizer:
         if len(types) != len(tokens):
             raise ValueError(
                 f"{source}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens."
+            )
+        if kind == "llama":
+            return cls._from_gguf_sentencepiece(
+                tokenizers, metadata, tokens, types, bos_id=bos_id, vocab_size=vocab_size, source=source
+            )
+        if "tokenizer.ggml.merges" not in metadata:
+            raise ValueError(
+                f"{source}: the GGUF metadata has no 'tokenizer.ggml.merges' entry, needed for the tokenizer."
+            )
+        pre = metadata.get("tokenizer.ggml.pre", "default")
+        if pre not in _PRE_TOKENIZERS:
+            raise ValueError(
+                f"{source}: tokenizer.ggml.pre = {pre!r} is not supported; "
+                f"supported: {list(_PRE_TOKENIZERS)}."
             )
         # Every real byte-level token is spelled in the byte alphabet; respell the rare one that is not (as
         # transformers does) so that the BPE model accepts it.
@@ -341,6 +419,78 @@ class Tokenizer:
             ]
         )
         return cls(backend, bos_id=bos_id, vocab_size=vocab_size)
+
+    @classmethod
+    def _from_gguf_sentencepiece(
+        cls,
+        tokenizers: Any,
+        metadata: Mapping[str, Any],
+        tokens: list[str],
+        types: np.ndarray,
+        *,
+        bos_id: int,
+        vocab_size: int | None,
+        source: Any,
+    ) -> Tokenizer:
+        """A SentencePiece GGUF tokenizer (``tokenizer.ggml.model = "llama"``) as a byte-fallback BPE."""
+        arch = metadata.get("general.architecture")
+        if arch in _SPM_REFUSED_ARCHITECTURES:
+            raise ValueError(
+                f"{source}: a SentencePiece tokenizer of architecture {arch!r} is not supported (its vocabulary "
+                f"is respelled or its prefix space handled differently); refused: {list(_SPM_REFUSED_ARCHITECTURES)}."
+            )
+        vocab = {token: index for index, token in enumerate(tokens)}  # a repeated token: its last id
+        if "tokenizer.ggml.merges" in metadata:
+            merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
+        else:
+            if "tokenizer.ggml.scores" not in metadata:
+                raise ValueError(
+                    f"{source}: a SentencePiece tokenizer needs 'tokenizer.ggml.scores' (or "
+                    f"'tokenizer.ggml.merges'); the GGUF metadata has neither."
+                )
+            scores = np.asarray(metadata["tokenizer.ggml.scores"], np.float64)
+            if scores.shape != (len(tokens),):
+                raise ValueError(
+                    f"{source}: tokenizer.ggml.scores has {scores.size} entries for {len(tokens)} tokens."
+                )
+            merges = _merges_from_scores(tokens, scores, vocab)
+        unk = metadata.get("tokenizer.ggml.unknown_token_id")
+        unk_token = tokens[int(unk)] if unk is not None and 0 <= int(unk) < len(tokens) else None
+        backend = tokenizers.Tokenizer(
+            tokenizers.models.BPE(
+                vocab=vocab, merges=merges, unk_token=unk_token, fuse_unk=True, byte_fallback=True
+            )
+        )
+        # SentencePiece's dummy prefix: a "▁" before the text, whatever it starts with (so " x" is "▁▁x" and
+        # decodes back to " x"), then every space a "▁". transformers' GGUF loader uses Metaspace(prepend_scheme=
+        # "first"), which adds no "▁" before a text that starts with a space; Llama 2's own tokenizer.json and
+        # llama.cpp add it, as here.
+        prefix = bool(metadata.get("tokenizer.ggml.add_space_prefix", True))
+        normalizers = tokenizers.normalizers
+        spaces = normalizers.Replace(" ", _SPACE)
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE), spaces]) if prefix else spaces
+        decoders = tokenizers.decoders
+        steps = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+        if prefix:
+            steps.append(decoders.Strip(content=" ", left=1, right=0))
+        backend.decoder = decoders.Sequence(steps)
+        backend.add_special_tokens(
+            [
+                tokenizers.AddedToken(t, normalized=False, special=True)
+                for t, k in zip(tokens, types, strict=True)
+                if k == _CONTROL
+            ]
+        )
+        backend.add_tokens(
+            [
+                tokenizers.AddedToken(t, normalized=False, special=False)
+                for t, k in zip(tokens, types, strict=True)
+                if k == _USER_DEFINED
+            ]
+        )
+        tokenizer = cls(backend, bos_id=bos_id, vocab_size=vocab_size)
+        tokenizer._sentencepiece = True
+        return tokenizer
 
     @classmethod
     def from_folder(
@@ -486,6 +636,8 @@ class Tokenizer:
     def _token_pieces(self) -> list[bytes | None]:
         # Each id's bytes, once per tokenizer: a byte-level token is spelled in the byte alphabet, one
         # character per byte, so a character split across tokens is reassembled from the bytes of the sequence.
+        if self._pieces is None and self._sentencepiece:
+            self._pieces = self._sentencepiece_pieces()
         if self._pieces is None:
             tokenizers = _import_tokenizers()
             if not isinstance(self.backend.decoder, tokenizers.decoders.ByteLevel):
@@ -512,6 +664,27 @@ class Tokenizer:
                     pieces.append(spelled.encode("utf-8"))
             self._pieces = pieces + [b""] * (self.vocab_size - size)
         return self._pieces
+
+    def _sentencepiece_pieces(self) -> list[bytes | None]:
+        # A SentencePiece token spells a space "▁" and a fallback byte "<0xNN>". The first token of a text
+        # keeps the space the tokenizer put before it (the decoder strips it from the decoded text).
+        added = self.backend.get_added_tokens_decoder()
+        size = min(self.vocab_size, self.backend.get_vocab_size(with_added_tokens=True))
+        pieces: list[bytes | None] = []
+        for i in range(size):
+            token = added.get(i)
+            if token is not None and token.special:
+                pieces.append(None)
+                continue
+            spelled = token.content if token is not None else self.backend.id_to_token(i)
+            byte = None if spelled is None else _BYTE_TOKEN.fullmatch(spelled)
+            if spelled is None:
+                pieces.append(b"")
+            elif byte is not None:
+                pieces.append(bytes([int(byte.group(1), 16)]))
+            else:
+                pieces.append(spelled.replace(_SPACE, " ").encode("utf-8"))
+        return pieces + [b""] * (self.vocab_size - size)
 
     def _token_texts(self) -> list[str]:
         if self._texts is None:
@@ -549,21 +722,38 @@ def _quote(text: str, limit: int = 60) -> str:
 
 def _pre_tokenizer(tokenizers: Any, pre: str, add_prefix_space: bool) -> Any:
     byte_level = tokenizers.pre_tokenizers.ByteLevel
-    if pre in ("default", "gpt2"):
-        return byte_level(add_prefix_space=add_prefix_space, use_regex=True)
-    if pre == "smollm":
-        return tokenizers.pre_tokenizers.Sequence(
-            [
-                tokenizers.pre_tokenizers.Digits(individual_digits=True),
-                byte_level(add_prefix_space=add_prefix_space, use_regex=True),
-            ]
-        )
+    split = _SPLITS[pre]
+    if split is None:
+        gpt2 = byte_level(add_prefix_space=add_prefix_space, use_regex=True)
+        if pre != "smollm":
+            return gpt2
+        return tokenizers.pre_tokenizers.Sequence([tokenizers.pre_tokenizers.Digits(individual_digits=True), gpt2])
     return tokenizers.pre_tokenizers.Sequence(
-        [  # llama-bpe, llama3
-            tokenizers.pre_tokenizers.Split(tokenizers.Regex(_LLAMA3_SPLIT), behavior="isolated"),
+        [
+            tokenizers.pre_tokenizers.Split(tokenizers.Regex(split), behavior="isolated"),
             byte_level(add_prefix_space=add_prefix_space, use_regex=False),
         ]
     )
+
+
+def _merges_from_scores(tokens: Sequence[str], scores: np.ndarray, vocab: Mapping[str, int]) -> list[tuple[str, str]]:
+    """BPE merges of a SentencePiece vocabulary, from its scores (SentencePiece files list no merges).
+
+    Every way of cutting a token into two vocabulary tokens is a merge; merges are ranked by the score of the
+    token they make, best first, ties broken by the longer left then the longer right part, and then by the
+    ids of the parts (transformers' ``generate_merges`` order, which its GGUF loader uses).
+    """
+    score_of: dict[str, float] = {}
+    for token, score in zip(tokens, scores, strict=True):
+        score_of[token] = float(score)  # a repeated token: its last score, first position
+    ranked = []
+    for token, score in score_of.items():
+        cuts = [(token[:k], token[k:]) for k in range(1, len(token)) if token[:k] in vocab and token[k:] in vocab]
+        cuts.sort(key=lambda cut: (vocab[cut[0]], vocab[cut[1]]))
+        ranked.extend((score, len(left), len(right), left, right) for left, right in cuts)
+    # A stable sort on (score, |left|, |right|), best first, keeps the id order among equals.
+    order = sorted(range(len(ranked)), key=lambda i: ranked[i][:3], reverse=True)
+    return [(ranked[i][3], ranked[i][4]) for i in order]
 
 
 __all__ = [
