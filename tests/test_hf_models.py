@@ -140,14 +140,16 @@ def _hf_scores(hf, bos_id: int, ids: list[int]) -> tuple[np.ndarray, np.ndarray]
     return logits.numpy(), log_p.numpy()
 
 
-def _max_diff(model, params, hf, ids, bos_id=None) -> float:
+def _max_diff(model, params, hf, ids, bos_id=None, logits=False) -> float:
+    """Max |log p - log p_hf| over the sequences, asserted below 1e-5 (and the logits too if ``logits``)."""
     score, logits_of = jax.jit(model.log_probs), jax.jit(model.logits)
     worst = 0.0
     for seq in ids:
         want_logits, want = _hf_scores(hf, model.bos_id if bos_id is None else bos_id, seq)
-        got, got_logits = np.asarray(score(params, jnp.array(seq))), np.asarray(logits_of(params, jnp.array(seq)))
+        got = np.asarray(score(params, jnp.array(seq)))
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(got_logits, want_logits, atol=1e-5, rtol=0)
+        if logits:
+            np.testing.assert_allclose(logits_of(params, jnp.array(seq)), want_logits, atol=1e-5, rtol=0)
         worst = max(worst, float(np.max(np.abs(got - want))))
     return worst
 
@@ -179,7 +181,7 @@ def test_matches_transformers_float32(folders, bpe, case):
         assert tok.decode(tok.encode(text)) == text
     assert (tok.encode("in 2024") == bpe.encode("in 2024").ids) is not model_type.startswith("qwen")
     hf = _hf_model(folder)
-    diff = _max_diff(model, params, hf, _ids(tok))
+    diff = _max_diff(model, params, hf, _ids(tok), logits=True)
     print(f"{case}: float32 max |log p - log p_hf| = {diff:.2e}")
 
 
@@ -274,6 +276,9 @@ def test_bos_choice(tmp_path, folders, bpe):
     with pytest.raises(ValueError, match="cannot choose the BOS token.*not added.*pass `bos_id`"):
         hf_lib.load_hf(folder)
     assert hf_lib.load_hf(folder, bos_id=0)[2].bos_id == 0
+    (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "add_bos_token": True}))
+    with pytest.raises(ValueError, match="bos_token '<bos>' .* is not in tokenizer.json's vocabulary"):
+        hf_lib.load_hf(folder)
 
 
 # --- refusals -------------------------------------------------------------------------------------------------
@@ -318,6 +323,7 @@ def _edit_config(folder: Path, **changes) -> None:
         ("llama", dict(vocab_size=100), "more than config.json's vocab_size = 100"),
         ("llama", dict(tie_word_embeddings=True), "lm_head.weight differs"),
         ("qwen2", dict(tie_word_embeddings=False), "missing tensor 'lm_head.weight'"),
+        ("qwen2", dict(tie_word_embeddings="false"), "tie_word_embeddings = 'false'; expected true or false"),
     ],
 )
 def test_config_refusals(tmp_path, folders, case, changes, message):

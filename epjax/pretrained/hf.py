@@ -17,15 +17,15 @@ Qwen2 always has q/k/v biases (``attention_bias = True``); Qwen3 always has the 
 Tensors (safetensors, one ``model.safetensors`` or the shards named by ``model.safetensors.index.json``; all
 weights ``[out, in]`` as stored, nothing transposed; layer ``N`` goes to index ``N`` of the stacked blocks):
 
-    model.embed_tokens.weight                    embed
-    model.norm.weight                            norm
-    lm_head.weight                               head (untied only; a tied checkpoint may hold a copy of embed)
-    model.layers.N.input_layernorm.weight        blocks.attn_norm[N]
-    model.layers.N.self_attn.{q,k,v,o}_proj.weight   blocks.{q,k,v,o}[N]
-    model.layers.N.self_attn.{q,k,v}_proj.bias   blocks.{q,k,v}_bias[N]   (qwen2)
-    model.layers.N.self_attn.{q,k}_norm.weight   blocks.{q,k}_norm[N]     (qwen3)
-    model.layers.N.post_attention_layernorm.weight   blocks.mlp_norm[N]
-    model.layers.N.mlp.{gate,up,down}_proj.weight    blocks.{gate,up,down}[N]
+    model.embed_tokens.weight                         embed
+    model.norm.weight                                 norm
+    lm_head.weight                                    head (untied only; a tied checkpoint may hold a copy of embed)
+    model.layers.N.input_layernorm.weight             blocks.attn_norm[N]
+    model.layers.N.self_attn.{q,k,v,o}_proj.weight    blocks.{q,k,v,o}[N]
+    model.layers.N.self_attn.{q,k,v}_proj.bias        blocks.{q,k,v}_bias[N]   (qwen2)
+    model.layers.N.self_attn.{q,k}_norm.weight        blocks.{q,k}_norm[N]     (qwen3)
+    model.layers.N.post_attention_layernorm.weight    blocks.mlp_norm[N]
+    model.layers.N.mlp.{gate,up,down}_proj.weight     blocks.{gate,up,down}[N]
 
 ``*.rotary_emb.inv_freq`` buffers of old checkpoints are ignored (RoPE is recomputed). BF16 and F16 weights are
 widened, then cast to ``dtype``.
@@ -39,14 +39,25 @@ separated by it), else the folder is refused and ``bos_id`` must be passed.
 Tokenizer: ``tokenizer.json``, run by the ``tokenizers`` library exactly as declared (normalizer, pre-tokenizer,
 model, decoder), its post-processor dropped: :meth:`~epjax.pretrained.Tokenizer.encode` adds no special token.
 
-Refused, with a ``ValueError`` naming the file, the key, what was expected and what was found: a ``model_type``
-other than the five above; ``rope_scaling`` / ``rope_parameters`` of any type but ``default`` (linear, dynamic,
-YaRN, Llama 3's ``llama3``, ...) or a ``partial_rotary_factor`` other than 1; a sliding window in effect
-(Mistral's ``sliding_window``, Qwen's ``use_sliding_window``) shorter than ``context_length``; ``mlp_bias``;
-``attention_bias`` for llama/mistral/qwen3 (it would add an ``o_proj`` bias); a ``hidden_act`` other than
-``silu``; a missing, unexpected or misshapen tensor; a tied checkpoint whose ``lm_head.weight`` differs from the
-embedding; a folder without safetensors weights (PyTorch ``.bin`` files are not read) or without
-``tokenizer.json``; a tokenizer with more tokens than ``vocab_size``.
+Refused, with a ``ValueError`` naming the file, the key, what was expected and what was found:
+
+    - a ``model_type`` other than the five above; a ``hidden_act`` other than ``silu``;
+    - ``rope_scaling`` / ``rope_parameters`` of any type but ``default`` (linear, dynamic, YaRN, Llama 3's
+      ``llama3``, ...), a ``partial_rotary_factor`` other than 1;
+    - a sliding window in effect (Mistral's ``sliding_window``; Qwen's ``use_sliding_window`` with a
+      ``sliding_attention`` layer) shorter than ``context_length`` (a window ``w`` changes nothing while
+      ``context_length <= w``); ``layer_types`` other than full (or Qwen's sliding) attention;
+    - ``mlp_bias``; ``attention_bias`` for llama, mistral or qwen3 (it adds an ``o_proj`` bias too);
+    - a missing, unexpected, misshapen or non-float tensor; a tied checkpoint whose ``lm_head.weight`` differs
+      from the embedding; a shard the index names that is missing or lacks a tensor the index puts in it;
+    - a folder without safetensors weights (PyTorch ``.bin`` files are not read) or without ``tokenizer.json``
+      (a SentencePiece ``tokenizer.model`` alone); a tokenizer with more tokens than ``vocab_size``; a
+      ``bos_token`` that ``add_bos_token`` adds but the vocabulary lacks; no BOS to choose and no ``bos_id``;
+    - a ``context_length`` outside ``[1, max_position_embeddings]``, a ``bos_id`` outside ``[0, vocab_size)``,
+      a ``dtype`` other than float32 or float64.
+
+GPT-2 folders go to :func:`epjax.pretrained.gpt2.load_gpt2` (its own checks), which keeps the first
+``context_length + 1`` rows of ``wpe`` and takes ``bos_id`` (default ``<|endoftext|>``).
 """
 
 from __future__ import annotations
@@ -131,6 +142,13 @@ def _float(hf: dict, key: str, source: Any, default: Any = ...) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{source}: {key} = {value!r}; expected a positive number.")
     return float(value)
+
+
+def _bool(hf: dict, key: str, source: Any, default: bool = False) -> bool:
+    value = hf.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{source}: {key} = {value!r}; expected true or false.")
+    return value
 
 
 def _rope_base(hf: dict, source: Any) -> float:
@@ -268,7 +286,7 @@ def _llama_fields(hf: dict, *, context_length: int | None, source: Any) -> dict:
         head_size=_int(hf, "head_dim", source, default_head),
         rope_base=_rope_base(hf, source),
         rms_eps=_float(hf, "rms_norm_eps", source),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        tie_embeddings=_bool(hf, "tie_word_embeddings", source),
         attention_bias=kind == "qwen2",
         qk_norm=kind == "qwen3",
     )
@@ -323,6 +341,11 @@ def _default_bos_id(folder: Path, backend: Any) -> int:
     config = _read_json(config_path) if config_path.is_file() else {}
     bos_token = _token_text(config.get("bos_token"))
     bos = backend.token_to_id(bos_token) if bos_token is not None else None
+    if bos is None and bos_token is not None and config.get("add_bos_token") is True:
+        raise ValueError(
+            f"{config_path}: bos_token {bos_token!r} (add_bos_token = true) is not in tokenizer.json's vocabulary; "
+            "expected a token of the vocabulary, or pass `bos_id`."
+        )
     if bos is not None:
         adds = config.get("add_bos_token")
         if adds is None:  # what tokenizer.json's post-processor does
@@ -475,12 +498,12 @@ def load_hf(
     source = folder / "config.json"
     hf = read_config(folder)
     check_temperature(temperature)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"`dtype` must be 'float32' or 'float64', got {dtype!r}.")
     if hf.get("model_type") == "gpt2":
         return gpt2.load_gpt2(
             folder, context_length=context_length, bos_id=bos_id, dtype=dtype, temperature=temperature
         )
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"`dtype` must be 'float32' or 'float64', got {dtype!r}.")
     fields = _llama_fields(hf, context_length=context_length, source=source)  # config refusals first
     check_dtype_available(dtype)
     if bos_id is not None:
