@@ -390,7 +390,7 @@ def test_texts_command_errors_name_the_option(tmp_path, two_ggufs, set_files):
     code, _, err = run_cli("texts", set_files[0], "--model", gguf, "--bootstrap", 0)
     assert code == 2 and "--bootstrap" in err and "expected an integer >= 1, got 0" in err
     code, _, err = run_cli("texts", set_files[0], "--model", gguf, "--model", tmp_path, "--context-length", 8)
-    assert code == 2 and f"--context-length applies to GGUF models; --model {tmp_path} is a checkpoint folder" in err
+    assert code == 2 and f"--model {tmp_path}: `path` {str(tmp_path)!r} is a folder without config.json" in err
     # Several models and no set: the shipped set, by its name; its texts are longer than the tiny context.
     code, _, err = run_cli("texts", "--builtin", "--model", gguf, "--model", two_ggufs[1], "--no-progress")
     assert code == 2 and "set 'ep-paper', group 'causal', text 0 (under tiny_a.gguf): `text` has" in err

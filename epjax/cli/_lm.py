@@ -30,8 +30,8 @@ HELP = {
     "bootstrap": "with several sets or models: bootstrap resamples of each interval of the rank-biserial r "
     "(default: 10000)",
     "texts-seed": "with several sets or models: seed of the bootstrap (default: 0)",
-    "context-length": "GGUF model: longest text scored, up to the file's trained context (default: the trained "
-    "context capped at 2048 tokens)",
+    "context-length": "longest text scored, up to the model's trained context (default: the trained context capped "
+    "at 2048 tokens; not with --gpt2)",
     "truncate": "at sentence level, drop a text's tail after its last sentence end instead of refusing the text",
     "json": "write machine-readable results",
     "texts-csv": "write one CSV row per text (several sets or models: one row per test)",
@@ -118,11 +118,6 @@ def _language_models(args: argparse.Namespace) -> list:
         return [texts.load_language_model(gpt2=args.gpt2)]
     models = []
     for path in args.model or [None]:
-        if path is not None and path.is_dir() and args.context_length is not None:
-            raise ValueError(
-                f"--context-length applies to GGUF models; --model {path} is a checkpoint folder, which keeps its "
-                "n_positions."
-            )
         try:
             models.append(texts.load_language_model(path, context_length=args.context_length))
         except ValueError as exc:
@@ -144,7 +139,7 @@ def texts_command(args: argparse.Namespace) -> int:
     base.check_outputs(args)
     gpt2_context = args.gpt2 is not None and args.context_length is not None
     base.refuse(
-        (gpt2_context, "--context-length applies to a GGUF model; GPT-2 folders keep their n_positions."),
+        (gpt2_context, "--context-length applies to a GGUF model or --model FOLDER; --gpt2 keeps n_positions."),
     )
     sets = _text_sets(args)
     models = _language_models(args)
@@ -165,8 +160,7 @@ def texts_command(args: argparse.Namespace) -> int:
     except texts.TextsError as exc:
         if isinstance(exc.error, ContextLengthError) and args.gpt2 is None:
             raise ValueError(
-                f"{exc} The context is what was loaded: --context-length raises it, up to the GGUF "
-                "file's trained context."
+                f"{exc} The context is what was loaded: --context-length raises it, up to the model's trained context."
             ) from None
         raise
     return base.emit(result, args)
@@ -194,8 +188,7 @@ def sample_lm_command(args: argparse.Namespace) -> int:
     N = args.samples or (2000 if args.ft else 200)
     T = args.steps or (5 if args.ft else 120)
     tau = args.temperature or (3.5 if args.ft else 1.0)
-    folder = args.gpt2 is not None or (args.model is not None and args.model.is_dir())  # keeps its n_positions
-    lm = texts.load_language_model(args.model, gpt2=args.gpt2, context_length=None if folder else T)
+    lm = texts.load_language_model(args.model, gpt2=args.gpt2, context_length=None if args.gpt2 else T)
     options = dict(
         num_samples=N,
         num_steps=T,

