@@ -236,7 +236,17 @@ def test_sharded_checkpoint_and_load_model(tmp_path, folders, bpe):
     _max_diff(model, params, _hf_model(folder), _ids(tok)[:1])
     files = {p.name for p in pretrained.model_files(folder)}
     assert files == {*shards, hf_lib.INDEX_FILE, "config.json", "tokenizer.json", "tokenizer_config.json"}
-    # A shard the index names but the folder lacks
+    # An index that puts a tensor in the wrong shard; a shard outside the folder; a shard that is missing
+    index = json.loads((folder / hf_lib.INDEX_FILE).read_text())
+    name = "model.norm.weight"
+    wrong = next(f for f in shards if f != index["weight_map"][name])
+    for shard, message in ((wrong, f"lists tensor '{name}' in '{wrong}', which does not hold it"),
+                           ("../" + wrong, "is not a file name in the folder")):  # fmt: skip
+        edited = {**index, "weight_map": {**index["weight_map"], name: shard}}
+        (folder / hf_lib.INDEX_FILE).write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match=message):
+            hf_lib.load_hf(folder)
+    (folder / hf_lib.INDEX_FILE).write_text(json.dumps(index))
     (folder / shards[0]).unlink()
     with pytest.raises(ValueError, match="safetensors file not found"):
         hf_lib.load_hf(folder)
@@ -379,6 +389,9 @@ def test_tensor_refusals(tmp_path, folders):
     save_file(missing, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match="missing tensor 'model.layers.1.mlp.up_proj.weight'"):
         hf_lib.load_hf(folder)
+    buffer = {**weights, "model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(4, np.float32)}  # old checkpoints
+    save_file(buffer, str(folder / "model.safetensors"))
+    assert hf_lib.load_hf(folder)[0].config.num_layers == 2
     extra = {**weights, "model.layers.0.self_attn.o_proj.bias": np.zeros(32, np.float32)}
     save_file(extra, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match="unexpected tensors.*'model.layers.0.self_attn.o_proj.bias'"):
