@@ -33,6 +33,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from test_pretrained import (  # noqa: E402
     CORPUS,
+    _decode_logits,
     _hf_log_probs,
     needs_transformers,
     tokenizer_tables,
@@ -313,6 +314,20 @@ def test_gpt2_untied_head_and_shorter_context(tmp_path, bpe):
     ids = tok.encode(TEXTS[0])[:12]
     _, want = _hf_log_probs(hf, 0, ids)
     np.testing.assert_allclose(model.log_probs(params, jnp.array(ids)), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["qwen2", "qwen3", "gpt2"])
+def test_kv_cache_equals_parallel_float64(tmp_path, bpe, case):
+    """The cached decoder (sampling) and the parallel pass (scoring) agree on GGUF-loaded biases, q/k norms and
+    GPT-2 parameters, in float64."""
+    arch, kwargs = CASES[case]
+    path = write_model_gguf(tmp_path / f"{case}.gguf", bpe, arch, quant=Q.Q8_0, **kwargs)
+    with jax.enable_x64(True):
+        model, params, tok = pretrained.load_gguf(path, dtype="float64", context_length=10)
+        x = jnp.array(tok.encode(CORPUS[1])[:10])
+        parallel = jax.jit(model.logits)(params, x)
+        assert parallel.dtype == jnp.float64
+        np.testing.assert_allclose(_decode_logits(model, params, x), parallel, rtol=0, atol=1e-10)
 
 
 def test_gpt2_copied_head_is_tied(tmp_path, bpe):

@@ -576,11 +576,12 @@ class Tokenizer:
 
         ``None`` for a special token (``<|endoftext|>``: not text); ``b""`` for an id the model has but the
         tokenizer lacks. Concatenating the pieces of a sequence without special tokens gives the bytes of its
-        decoded text.
+        decoded text -- for a SentencePiece tokenizer after the space its dummy prefix puts before the text (a
+        ``▁`` is a space, a ``<0xNN>`` token the byte ``0xNN``).
 
         Raises:
-            ValueError: ``token_id`` out of range, or a tokenizer whose decoder is not byte-level (its tokens'
-                bytes are not known one by one).
+            ValueError: ``token_id`` out of range, or a tokenizer that is neither byte-level nor a SentencePiece
+                GGUF tokenizer (its tokens' bytes are not known one by one).
         """
         token_id = int(token_id)
         if not 0 <= token_id < self.vocab_size:
