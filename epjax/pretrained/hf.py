@@ -126,7 +126,7 @@ def _read_json(path: Path) -> dict:
 
 def _require(hf: dict, key: str, source: Any) -> Any:
     if hf.get(key) is None:
-        raise ValueError(f"{source}: config.json has no {key!r}; it is needed to build the model.")
+        raise ValueError(f"{source}: no {key!r} (or it is null); expected a value, which the model needs.")
     return hf[key]
 
 
@@ -294,7 +294,7 @@ def _llama_fields(hf: dict, *, context_length: int | None, source: Any) -> dict:
 
 def _check_bos(bos_id: Any, vocab_size: int) -> int:
     if isinstance(bos_id, bool) or not isinstance(bos_id, (int, np.integer)) or not 0 <= bos_id < vocab_size:
-        raise ValueError(f"`bos_id` must be a token id in [0, {vocab_size}) got {bos_id!r}.")
+        raise ValueError(f"`bos_id` must be a token id in [0, {vocab_size}), got {bos_id!r}.")
     return int(bos_id)
 
 
