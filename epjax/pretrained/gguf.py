@@ -39,7 +39,6 @@ from epjax.pretrained.tokenizer import Tokenizer
 
 Params = llama.Params
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gpt2")
-_LLAMA_FAMILY = ("llama", "qwen2", "qwen3")
 _OPTIONAL_BLOCK_TENSORS = {  # Config flag -> {our name: GGUF name (in block i)}
     "attention_bias": {"q_bias": "attn_q.bias", "k_bias": "attn_k.bias", "v_bias": "attn_v.bias"},
     "qk_norm": {"q_norm": "attn_q_norm.weight", "k_norm": "attn_k_norm.weight"},
@@ -111,8 +110,14 @@ def config_from_gguf(
     if isinstance(context_length, bool) or not isinstance(context_length, int) or not 1 <= context_length <= longest:
         within = f"{longest} (the file's {arch}.context_length{' - 1 for BOS' if arch == 'gpt2' else ''})"
         raise ValueError(f"`context_length` must be an integer in [1, {within}], got {context_length!r}.")
-    bos = default_bos_id(meta, path) if bos_id is None else bos_id
-    bos = _check_bos(bos, vocab_size)
+    if bos_id is None:
+        bos = default_bos_id(meta, path)
+        if not 0 <= bos < vocab_size:
+            raise ValueError(
+                f"{path}: the file's BOS token id {bos} is not a token id in [0, {vocab_size}); pass `bos_id`."
+            )
+    else:
+        bos = _check_bos(bos_id, vocab_size)
     num_heads = int(get("attention.head_count"))
     embed_size = int(get("embedding_length"))
     mlp_size = int(get("feed_forward_length"))
