@@ -25,7 +25,7 @@ from epjax._estimators import (
     summarize,
 )
 from epjax._exact import exact_entropy_production
-from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens
+from epjax._reversal import reverse_blocks, reverse_segments, reverse_tokens, segment_reversal
 from epjax._xla import compiler_options
 from epjax.discrete import DiscreteModel
 
@@ -71,6 +71,7 @@ __all__ = [
     "reverse_segments",
     "reverse_tokens",
     "sample_sigmas",
+    "segment_reversal",
     "sigma",
     "summarize",
 ]

@@ -66,7 +66,7 @@ import numpy as np
 from epjax._batching import for_each_batch, progress_bar
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
-from epjax._reversal import reverse_segments
+from epjax._reversal import reverse_prefix, reverse_segments
 from epjax._xla import jit_model
 from epjax.stats import Interval, bootstrap_ci
 
@@ -592,13 +592,8 @@ def truncated_sentence_reversal(x: jax.Array, ends: jax.Array) -> tuple[jax.Arra
     ([3, 4, 1, 2, 0, 0], 4)
     """
     x, ends = jnp.asarray(x), jnp.asarray(ends, dtype=bool)
-    num_steps = x.shape[0]
-    idx = jnp.arange(num_steps)
-    kept = jnp.max(jnp.where(ends, idx + 1, 0))
-    # The tail after the last end becomes the final segment (ends[-1] set), which reversal puts first; rolling
-    # it back to the end leaves the reversed sentences at the front.
-    y = jnp.roll(reverse_segments(x, ends.at[-1].set(True)), kept - num_steps)
-    return jnp.where(idx < kept, y, 0), kept
+    kept = jnp.max(jnp.where(ends, jnp.arange(x.shape[0]) + 1, 0))
+    return reverse_prefix(x, kept, ends), kept
 
 
 def _masked_sum(model, params, row, length):
@@ -912,11 +907,328 @@ def fluctuation_check(
     )
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Block-scale analysis: coarser reorderings (docs/mathematics.md §9)
+# ------------------------------------------------------------------------------------------------------------
+
+SCHEMES = ("sentences", "tokens")
+
+
+class Reordering(NamedTuple):
+    """One reordering of the block-scale analysis (docs/mathematics.md §9).
+
+    Attributes:
+        scheme: ``"sentences"`` (groups of ``scale`` consecutive sentences, the last group may be shorter) or
+            ``"tokens"`` (fixed blocks of ``scale`` tokens with a shorter tail block).
+        scale: ``k`` sentences or ``l`` tokens per block, ``>= 1``; ``("sentences", 1)`` is sentence reversal and
+            ``("tokens", 1)`` token reversal.
+    """
+
+    scheme: str
+    scale: int
+
+    @property
+    def label(self) -> str:
+        """``"2 sentences"``, ``"1 token"``, ..."""
+        unit = self.scheme[:-1] if self.scale == 1 else self.scheme
+        return f"{self.scale} {unit}"
+
+
+def reorderings(
+    sentence_groups: Sequence[int] = (1, 2, 3), block_sizes: Sequence[int] = (1, 10, 20, 40, 60)
+) -> tuple[Reordering, ...]:
+    """The reorderings of a block-scale analysis: groups of ``k`` sentences, then fixed blocks of ``l`` tokens.
+
+    The defaults are the EP paper authors' (k = 1, 2, 3; l = 1, 10, 20, 40, 60).
+
+    Raises:
+        ValueError: a scale that is not a positive integer, a repeated one, or no reordering at all.
+
+    >>> [r.label for r in reorderings((1, 2), (1, 10))]
+    ['1 sentence', '2 sentences', '1 token', '10 tokens']
+    """
+    out = []
+    for scheme, name, scales in (
+        ("sentences", "sentence_groups", sentence_groups),
+        ("tokens", "block_sizes", block_sizes),
+    ):
+        scales = [check_positive_int(name, k) for k in scales]
+        if len(set(scales)) != len(scales):
+            raise ValueError(f"`{name}` must not repeat a scale, got {list(scales)}.")
+        out += [Reordering(scheme, k) for k in scales]
+    if not out:
+        raise ValueError("give at least one reordering (`sentence_groups` or `block_sizes`).")
+    return tuple(out)
+
+
+class ReorderingScores(NamedTuple):
+    """Per-sequence EP under each reordering of a block-scale analysis.
+
+    Every reordering acts on the same prefix of each sequence: the tokens up to its last sentence end (``T'``
+    tokens; the whole text for a fixed text ending a sentence). Sequences with no sentence end are dropped.
+
+    Attributes:
+        reorderings: the :class:`Reordering` of each row.
+        sigma: ``[R, N]`` ``ln P(x') - ln P(pi(x'))`` of the prefix ``x'`` (NaN for dropped sequences; exactly 0
+            where ``pi`` leaves the prefix unchanged).
+        lengths: ``[N]`` ``T'`` (0 for dropped sequences).
+        num_sentences: ``[N]`` sentences in the prefix.
+        num_blocks: ``[R, N]`` blocks the reordering permutes.
+        identity: ``[R, N]`` whether the reordering leaves the prefix unchanged (compared on the ids).
+        tokens: int ``[N, T]`` the sequences (zero-padded for texts).
+        sentence_rule: which tokens end a sentence.
+    """
+
+    reorderings: tuple[Reordering, ...]
+    sigma: np.ndarray
+    lengths: np.ndarray
+    num_sentences: np.ndarray
+    num_blocks: np.ndarray
+    identity: np.ndarray
+    tokens: np.ndarray
+    sentence_rule: str
+
+    @property
+    def kept(self) -> np.ndarray:
+        """``[N]`` bool: the sequences with a sentence end (those that count)."""
+        return self.lengths > 0
+
+    def rates(self, index: int) -> np.ndarray:
+        """``sigma / T'`` of reordering ``index`` over the kept sequences."""
+        kept = self.kept
+        return self.sigma[index, kept] / self.lengths[kept]
+
+
+def _reordered(x: jax.Array, kept: jax.Array, ends: jax.Array, reordering: Reordering) -> jax.Array:
+    if reordering.scheme == "tokens":
+        return reverse_prefix(x, kept, ends, block_size=reordering.scale)
+    return reverse_prefix(x, kept, ends, group=reordering.scale)
+
+
+def _reordering_scores(model, params, key, data, reorderings_):
+    """One sequence: ``ln P`` of its prefix and, per reordering, of the reordered prefix, with block counts."""
+    x, kept, ends = data
+    idx = jnp.arange(x.shape[0])
+    inside = idx < kept
+    sentences = jnp.sum(ends & inside)
+    out = {"forward": _masked_sum(model, params, x, kept), "sentences": sentences}
+    for i, r in enumerate(reorderings_):
+        y = _reordered(x, kept, ends, r)
+        blocks = -(-sentences // r.scale) if r.scheme == "sentences" else -(-kept // r.scale)
+        out[f"r{i}"] = {
+            "log_p": _masked_sum(model, params, y, kept),
+            "identity": jnp.all(jnp.where(inside, y == x, True)),
+            "blocks": blocks,
+        }
+    return out
+
+
+def _score_reorderings(model, params, x, kept, ends, reorderings_, *, batch_size, bar, sentence_rule):
+    """Score prefixes ``x[:kept]`` under every reordering in compiled batches (one compile per batch shape)."""
+    out = _run_batches(
+        _reordering_scores,
+        model,
+        params,
+        jax.random.key(0),  # unused: scoring draws nothing
+        x.shape[0],
+        static=(reorderings_,),
+        data=(np.asarray(x, np.int32), np.asarray(kept, np.int32), np.asarray(ends, bool)),
+        batch_size=batch_size,
+        bar=bar,
+    )
+    kept = np.asarray(kept, np.int64)
+    dropped = kept == 0
+    forward = out["forward"].astype(np.float64)
+    rows = [out[f"r{i}"] for i in range(len(reorderings_))]
+    identity = np.stack([r["identity"] for r in rows]) & ~dropped
+    # An unchanged prefix has sigma = 0 exactly, not the difference of two passes.
+    sigma = np.stack(
+        [np.where(ident, 0.0, forward - r["log_p"].astype(np.float64)) for r, ident in zip(rows, identity, strict=True)]
+    )
+    sigma[:, dropped] = np.nan
+    blocks = np.stack([np.where(dropped, 0, r["blocks"]) for r in rows]).astype(np.int64)
+    sentences = np.where(dropped, 0, out["sentences"]).astype(np.int64)
+    return ReorderingScores(tuple(reorderings_), sigma, kept, sentences, blocks, identity, np.asarray(x), sentence_rule)
+
+
+def sample_reorderings(
+    key: jax.Array,
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    *,
+    num_samples: int,
+    num_steps: int,
+    temperature: float = 1.0,
+    reorderings: Sequence[Reordering] | None = None,
+    sentence_rule: str = "paper",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> ReorderingScores:
+    """Block-scale analysis of sampled text: EP under coarser reorderings (docs/mathematics.md §9).
+
+    Draws ``num_samples`` sequences of ``num_steps`` tokens from BOS at ``temperature`` (sample ``i`` from
+    ``fold_in(key, i)``, as :func:`sample_entropy_production`), truncates each after its last sentence end
+    (``T'`` tokens; sequences with none are dropped) and scores the prefix and its reordering under each of
+    ``reorderings`` (default :func:`reorderings`), all in parallel causal passes on the device. ``ln P`` of
+    the prefix and of every reordering come from the same parallel pass, so a reordering that leaves a prefix
+    unchanged gives ``sigma = 0`` exactly.
+
+    Args:
+        key: a ``jax.random`` key.
+        model: a discrete model with ``sample_with_log_probs`` and ``with_temperature``.
+        params: its parameters.
+        tokenizer: its tokenizer (decides the sentence ends on the ids).
+        num_samples: ``N >= 2``.
+        num_steps: ``T >= 1``.
+        temperature: ``tau > 0`` (sampling and scoring with logits / tau).
+        reorderings: the reorderings; default :func:`reorderings` ``()``.
+        sentence_rule: ``"paper"`` (default here: the rule of the EP paper's reference figures) or ``"reader"``.
+        batch_size: sequences per compiled call.
+        progress: a progress bar on stderr.
+
+    Returns:
+        :class:`ReorderingScores`.
+    """
+    sentence_rule = _check_sentence_rule(sentence_rule)
+    reorderings_ = _check_reorderings(reorderings)
+    check_key(key)
+    num_samples = check_positive_int("num_samples", num_samples, minimum=2)
+    num_steps = check_num_steps(num_steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    max_length = getattr(model, "max_length", None)
+    if max_length is not None and num_steps > max_length:
+        raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
+    sentence_ends(np.zeros(1, np.int32), tokenizer, sentence_rule=sentence_rule)  # refuses a tokenizer early
+    tempered = model.with_temperature(temperature)
+    label = f"sample T={num_steps}, tau={temperature:g}"
+    bar = progress_bar(num_samples, label + " (1/2 sampling)", "seq") if progress else None
+    try:
+        x = _run_batches(
+            _sample_with_log_probs,
+            tempered,
+            params,
+            key,
+            num_samples,
+            static=(num_steps,),
+            batch_size=batch_size,
+            bar=bar,
+        )["x"]
+        ends = np.stack([sentence_ends(row, tokenizer, sentence_rule=sentence_rule) for row in x])
+        kept = np.max(np.where(ends, np.arange(num_steps) + 1, 0), axis=1)
+        if bar is not None:
+            bar.reset()
+            bar.set_description(label + f" (2/2 scoring {len(reorderings_)} reorderings)")
+        return _score_reorderings(
+            tempered, params, x, kept, ends, reorderings_, batch_size=batch_size, bar=bar, sentence_rule=sentence_rule
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def text_reorderings(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    reorderings: Sequence[Reordering] | None = None,
+    truncate: bool = False,
+    sentence_rule: str = "paper",
+    batch_size: int = 16,
+    bucket: int = DEFAULT_BUCKET,
+    progress: bool = False,
+) -> ReorderingScores:
+    """Block-scale analysis of fixed texts: each text's EP under coarser reorderings (docs/mathematics.md §9).
+
+    Each text is tokenized once (no BOS), checked to end a sentence (or, with ``truncate``, cut after its last
+    sentence end) and scored with every reordering of ``reorderings``. Texts of different lengths are padded to a
+    common bucketed length, so one compiled function scores them all.
+
+    Args:
+        model: a pretrained model (``epjax.pretrained``) or any discrete model.
+        params: its parameters.
+        tokenizer: its tokenizer.
+        texts: the texts.
+        reorderings: the reorderings; default :func:`reorderings` ``()``.
+        truncate: drop a text's tail after its last sentence end instead of refusing it.
+        sentence_rule: ``"paper"`` (default) or ``"reader"``.
+        batch_size: sequences per compiled call.
+        bucket: padding granularity of the common length.
+        progress: a progress bar on stderr.
+
+    Returns:
+        :class:`ReorderingScores` (``tokens`` zero-padded to the common length).
+
+    Raises:
+        TextError: a text that is refused (too long, not ending a sentence, ...), with its index.
+    """
+    sentence_rule = _check_sentence_rule(sentence_rule)
+    reorderings_ = _check_reorderings(reorderings)
+    texts = _check_texts(texts)
+    if not texts:
+        raise ValueError("`texts` must hold at least one text, got an empty list.")
+    max_length = getattr(model, "max_length", None)
+    ids = []
+    for i, text in enumerate(texts):
+        try:
+            x = text_tokens(tokenizer, text, max_length=max_length)
+            ids.append(_sentence_tokens(tokenizer, text, x, truncate=truncate, sentence_rule=sentence_rule))
+        except ValueError as exc:
+            raise TextError(i, exc) from None
+    width = padded_length(max(x.size for x in ids), check_positive_int("bucket", bucket), max_length)
+    x = np.zeros((len(ids), width), np.int32)
+    ends = np.zeros((len(ids), width), bool)
+    for i, row in enumerate(ids):
+        x[i, : row.size] = row
+        ends[i, : row.size] = sentence_ends(row, tokenizer, sentence_rule=sentence_rule)
+    kept = np.array([row.size for row in ids])
+    bar = (
+        progress_bar(len(ids), f"scoring {len(ids)} texts x {len(reorderings_)} reorderings", "text")
+        if progress
+        else None
+    )
+    try:
+        return _score_reorderings(
+            model,
+            params,
+            x,
+            kept,
+            ends,
+            reorderings_,
+            batch_size=check_positive_int("batch_size", batch_size),
+            bar=bar,
+            sentence_rule=sentence_rule,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _check_reorderings(value: Any) -> tuple[Reordering, ...]:
+    if value is None:
+        return reorderings()
+    items = tuple(value)
+    bad = [r for r in items if not isinstance(r, Reordering) or r.scheme not in SCHEMES]
+    if bad or not items:
+        raise ValueError(
+            f"`reorderings` must be a non-empty sequence of epjax.text.Reordering (scheme in {SCHEMES}), "
+            f"got {bad[:3] or items!r}."
+        )
+    return reorderings(
+        [r.scale for r in items if r.scheme == "sentences"], [r.scale for r in items if r.scheme == "tokens"]
+    )
+
+
 __all__ = [
+    "SCHEMES",
     "ContextLengthError",
     "DEFAULT_BUCKET",
     "FluctuationCheck",
     "LEVELS",
+    "Reordering",
+    "ReorderingScores",
     "SENTENCE_RULES",
     "SampleResult",
     "TextError",
@@ -925,10 +1237,13 @@ __all__ = [
     "fluctuation_check",
     "log_prob_sums",
     "padded_length",
+    "reorderings",
     "reverse_sentences",
+    "sample_reorderings",
     "sample_entropy_production",
     "score_texts",
     "sentence_ends",
+    "text_reorderings",
     "text_sigma",
     "text_tokens",
     "truncate_after_last_end",

@@ -30,6 +30,7 @@ MODULES = [
     "epjax.aot.datasets",
     "epjax.aot.corpus",
     "epjax.experiments.arrow_of_time",
+    "epjax.experiments.text_protocol",
 ]
 
 

@@ -10,6 +10,7 @@ Usage::
     epjax aot --dataset products --plot aot.png  # arrow-of-time learnability gap of forward/backward twins
     epjax texts --builtin                        # causal vs non-causal texts under SmolLM2 (EP paper Fig. 4)
     epjax sample-lm --samples 200                # EP rates of sampled text, token vs sentence blocks
+    epjax block-scale --samples 500              # EP against the scale of the reversal (k sentences, l tokens)
     epjax --version
 
 Each subcommand lives in a private module of this package and registers itself with
@@ -19,7 +20,7 @@ verdict); 2 invalid input (the message on stderr, no traceback).
 """
 
 # Importing a command module registers its subcommands; the order here is the order of `epjax --help`.
-from epjax.cli import _kalman, _neural, _decompose, _aot, _lm, _demo  # noqa: F401, I001  (isort: skip)
+from epjax.cli import _kalman, _neural, _decompose, _aot, _lm, _blocks, _demo  # noqa: F401, I001  (isort: skip)
 from epjax.cli._base import COMMANDS, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, build_parser, main
 from epjax.cli._demo import DEMO_SECTIONS, DemoSection
 from epjax.cli._neural import prepare_training_data

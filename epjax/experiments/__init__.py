@@ -14,6 +14,8 @@ figure; the command line, the demo, the notebooks and the benchmarks all call th
 - :mod:`~epjax.experiments.saved_models`: Monte Carlo EP of a saved model, with its training chain's exact value.
 - :mod:`~epjax.experiments.texts`: causal vs non-causal texts under a language model (the EP paper's Fig. 4).
 - :mod:`~epjax.experiments.sampled_text`: EP of text sampled from a language model; the fluctuation check.
+- :mod:`~epjax.experiments.block_scale`: how a language model's EP falls as the reversal coarsens (groups of k
+  sentences, fixed blocks of l tokens), with the identity fraction.
 - :mod:`~epjax.experiments.arrow_of_time`: the arrow-of-time learnability gap of forward and backward twins,
   with the forward model's EP beside it.
 - :mod:`~epjax.experiments.demo`: the checks of ``epjax demo``.
@@ -22,6 +24,7 @@ figure; the command line, the demo, the notebooks and the benchmarks all call th
 
 from epjax.experiments import (
     arrow_of_time,
+    block_scale,
     decompositions,
     demo,
     kalman_comparison,
@@ -35,6 +38,7 @@ from epjax.experiments import (
 
 __all__ = [
     "arrow_of_time",
+    "block_scale",
     "decompositions",
     "demo",
     "kalman_comparison",
