@@ -1,3 +1,5 @@
+import gc
+
 import jax
 import pytest
 
@@ -20,3 +22,16 @@ def x64():
     """Run the test body with 64-bit JAX arrays (exact identities are checked in float64)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    A worker runs hundreds of modules; without this its memory only grows with every distinct program compiled
+    (several GB by the end of the suite), which on a small CI machine risks the out-of-memory killer taking a
+    worker. Programs are rarely shared between modules, so the cost is a few recompilations.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
