@@ -56,6 +56,7 @@ The token-level quantities involve no truncation and are exact.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -228,16 +229,34 @@ def text_tokens(
 
     Raises:
         ContextLengthError: a text with more than ``max_length`` tokens.
-        ValueError: a text that is not a str, empty or not valid Unicode; for ``sentences``, a text whose last
-            token does not end a sentence (without ``truncate``) or that holds no sentence end.
+        ValueError: a text that is not a str, empty, not valid Unicode or not given back by
+            ``tokenizer.decode(tokenizer.encode(text))`` (checked on every text before it is scored); for
+            ``sentences``, a text whose last token does not end a sentence (without ``truncate``) or that holds no
+            sentence end.
     """
     sentence_rule = _check_sentence_rule(sentence_rule)
     ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    _check_round_trip(tokenizer, text, ids)
     if max_length is not None and ids.size > max_length:
         raise ContextLengthError("text", int(ids.size), int(max_length))
     if not sentences:
         return ids
     return _sentence_tokens(tokenizer, text, ids, truncate=truncate, sentence_rule=sentence_rule)
+
+
+def _check_round_trip(tokenizer: Any, text: str, ids: np.ndarray) -> None:
+    """Refuse a text the tokenizer does not give back: the ids would stand for another text."""
+    decode = getattr(tokenizer, "decode", None)
+    if not callable(decode):
+        return
+    decoded = decode(ids)
+    if decoded != text:
+        at = len(os.path.commonprefix([decoded, text]))
+        raise ValueError(
+            f"`text` does not survive the tokenizer's round trip: decode(encode(text)) differs from it at character "
+            f"{at} ({text[at : at + 12]!r} became {decoded[at : at + 12]!r}), so its ids stand for another text "
+            "(a normalising tokenizer changes such characters); normalise the text first."
+        )
 
 
 def _sentence_tokens(tokenizer: Any, text: str, ids: np.ndarray, *, truncate: bool, sentence_rule: str) -> np.ndarray:

@@ -399,8 +399,8 @@ def test_unknown_architecture_and_bad_files_are_refused(tmp_path, bpe):
     with pytest.raises(ValueError, match=r"length = 100 must be a multiple of gpt2\.embedding_length = 64"):
         pretrained.config_from_gguf(gpt)
     gpt.metadata["gpt2.feed_forward_length"] = 256
-    with pytest.raises(ValueError, match=r"`context_length` must be an integer in \[1, 63 \(the file's "
-                       r"gpt2\.context_length - 1 for BOS\)\], got 64"):
+    with pytest.raises(ValueError, match=r"`context_length` must be an integer in \[1, 63\] \(the file's "
+                       r"gpt2\.context_length - 1 for BOS\), got 64"):
         pretrained.config_from_gguf(gpt, context_length=64)
     with pytest.raises(ValueError, match=r"`bos_id` must be a token id in \[0, 300\), got 300"):
         pretrained.config_from_gguf(gpt, bos_id=300)

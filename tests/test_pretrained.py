@@ -808,14 +808,15 @@ def test_unsupported_files(tmp_path, bpe):
         pretrained.load_gguf(path)
     path = write_llama_gguf(tmp_path / "mamba.gguf", bpe, arch="mamba")
     with pytest.raises(
-        ValueError, match="general.architecture = 'mamba' is not supported; supported: \\['llama'\\]"
+        ValueError,
+        match="general.architecture = 'mamba' is not supported; supported: \\['llama', 'qwen2', 'qwen3', 'gpt2'\\]",
     ):
         pretrained.load_gguf(path)
     path = write_llama_gguf(tmp_path / "bias.gguf", bpe, extra={"blk.0.attn_q.bias": ((64,), Q.F32)})
     with pytest.raises(ValueError, match="unexpected tensors .*blk.0.attn_q.bias"):
         pretrained.load_gguf(path)
-    path = write_llama_gguf(tmp_path / "spm.gguf", bpe, tokenizer_model="llama")
-    with pytest.raises(ValueError, match="tokenizer.ggml.model = 'llama' is not supported"):
+    path = write_llama_gguf(tmp_path / "t5.gguf", bpe, tokenizer_model="t5")  # SentencePiece 'llama' is read
+    with pytest.raises(ValueError, match="tokenizer.ggml.model = 't5' is not supported"):
         pretrained.load_gguf(path)
     path = write_llama_gguf(tmp_path / "ok.gguf", bpe, context=64)
     with pytest.raises(ValueError, match=r"`context_length` must be an integer in \[1, 64\]"):

@@ -630,3 +630,23 @@ def test_smollm2_two_texts():
         want = total(model, params, ids) - total(model, params, manual_sentence_reversal(ids, ends))
         assert got.num_blocks == 4
         np.testing.assert_allclose(got.sigma, want, atol=2e-3)
+
+
+def test_a_text_the_tokenizer_does_not_give_back_is_refused():
+    """A normalising tokenizer (NFKC: the ligature 'ﬁ' becomes 'fi') would score another text: refused by name."""
+    import tokenizers
+
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"<|endoftext|>": 0}, merges=[]))
+    backend.normalizer = tokenizers.normalizers.NFKC()
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(["The file is fine. A field of fish."], trainer)
+    tok = pretrained.Tokenizer(backend, bos_id=0)
+    assert text_lib.text_tokens(tok, "The file is fine.").size > 0
+    with pytest.raises(ValueError, match=r"round trip: .* at character 4 \('ﬁle is fine\.' became 'file is fine'\)"):
+        text_lib.text_tokens(tok, "The ﬁle is fine.")

@@ -43,7 +43,7 @@ _OPTIONAL_BLOCK_TENSORS = {  # Config flag -> {our name: GGUF name (in block i)}
     "attention_bias": {"q_bias": "attn_q.bias", "k_bias": "attn_k.bias", "v_bias": "attn_v.bias"},
     "qk_norm": {"q_norm": "attn_q_norm.weight", "k_norm": "attn_k_norm.weight"},
 }
-# GPT-2: Hugging Face name (pretrained/gpt2.py's ``_hf_names``) -> GGUF name; ``h.N.`` -> ``blk.N.``.
+# GPT-2: Hugging Face name (pretrained/gpt2.py's ``hf_param_names``) -> GGUF name; ``h.N.`` -> ``blk.N.``.
 _GPT2_GLOBAL = {
     "wte.weight": "token_embd.weight",
     "wpe.weight": "position_embd.weight",
@@ -108,8 +108,8 @@ def config_from_gguf(
     if context_length is None:
         context_length = min(longest, DEFAULT_CONTEXT)
     if isinstance(context_length, bool) or not isinstance(context_length, int) or not 1 <= context_length <= longest:
-        within = f"{longest} (the file's {arch}.context_length{' - 1 for BOS' if arch == 'gpt2' else ''})"
-        raise ValueError(f"`context_length` must be an integer in [1, {within}], got {context_length!r}.")
+        source = f"the file's {arch}.context_length{' - 1 for BOS' if arch == 'gpt2' else ''}"
+        raise ValueError(f"`context_length` must be an integer in [1, {longest}] ({source}), got {context_length!r}.")
     if bos_id is None:
         bos = default_bos_id(meta, path)
         if not 0 <= bos < vocab_size:
@@ -328,11 +328,11 @@ def _gpt2_from_gguf(
 ) -> tuple[transformer.Model, Any]:
     import jax
 
-    from epjax.pretrained.gpt2 import _hf_names, _path_key
+    from epjax.pretrained.gpt2 import hf_param_names, param_path_key
 
     check_temperature(temperature)
     model = transformer.Model(config, temperature=temperature)
-    names = {ours: (_gpt2_gguf_name(hf), transpose) for ours, (hf, transpose) in _hf_names(config).items()}
+    names = {ours: (_gpt2_gguf_name(hf), transpose) for ours, (hf, transpose) in hf_param_names(config).items()}
     expected = {name for name, _ in names.values()} | {"output.weight"}  # a tied head's copy is ignored
     _refuse_unexpected(file, expected, "a 'gpt2' model")
     np_dtype = np.dtype(config.dtype)
@@ -346,7 +346,7 @@ def _gpt2_from_gguf(
         return cache[name]
 
     def fill(path, leaf):
-        key = _path_key(path)
+        key = param_path_key(path)
         if key == ("bos",):  # the BOS vector is the embedding of the BOS token
             array = tensor("token_embd.weight")[bos_id]
             name = "token_embd.weight"

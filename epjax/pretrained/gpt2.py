@@ -128,8 +128,8 @@ def config_from_hf(hf: dict, *, dtype: str = "float32", source: Any = "config.js
     )
 
 
-def _hf_names(config: transformer.Config) -> dict[tuple, tuple[str, bool]]:
-    """Our parameter path -> (Hugging Face tensor name, transpose?)."""
+def hf_param_names(config: transformer.Config) -> dict[tuple, tuple[str, bool]]:
+    """Our parameter path -> (Hugging Face tensor name, transpose?); the GGUF loader renames these for GPT-2 files."""
     names: dict[tuple, tuple[str, bool]] = {
         ("token_embed", "embedding"): ("wte.weight", False),
         ("position_embed",): ("wpe.weight", False),
@@ -154,7 +154,8 @@ def _hf_names(config: transformer.Config) -> dict[tuple, tuple[str, bool]]:
     return names
 
 
-def _path_key(path: tuple) -> tuple:
+def param_path_key(path: tuple) -> tuple:
+    """A ``tree_map_with_path`` path as the plain tuple of names :func:`hf_param_names` is keyed by."""
     out = []
     for entry in path:
         if isinstance(entry, jax.tree_util.DictKey):
@@ -190,7 +191,7 @@ def from_checkpoint(
     if not weights_path.is_file():
         raise ValueError(f"{folder}: no model.safetensors (PyTorch .bin checkpoints are not read).")
     model = transformer.Model(config, temperature=temperature)
-    names = _hf_names(config)
+    names = hf_param_names(config)
     known = {name for name, _ in names.values()} | ({"lm_head.weight"} if config.tie_embeddings else set())
     np_dtype = np.dtype(dtype)
 
@@ -208,7 +209,7 @@ def from_checkpoint(
             tokenizer = Tokenizer(tokenizer.backend, bos_id=int(bos_id), vocab_size=config.vocab_size)
 
         def fill(path, leaf):
-            key = _path_key(path)
+            key = param_path_key(path)
             if key == ("bos",):  # the BOS vector is the embedding of <|endoftext|> (or of `bos_id`)
                 name, transpose, row = "wte.weight", False, tokenizer.bos_id
             elif key == ("position_embed",):  # positions 0 (BOS) .. context_length

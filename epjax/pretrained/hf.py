@@ -310,9 +310,9 @@ def _token_text(value: Any) -> str | None:
 
 def _load_tokenizer(folder: Path, *, vocab_size: int, bos_id: int | None) -> Tokenizer:
     """``tokenizer.json`` as a :class:`Tokenizer` (post-processor dropped), with the BOS chosen as documented."""
-    from epjax.pretrained.tokenizer import _import_tokenizers
+    from epjax.pretrained.tokenizer import import_tokenizers
 
-    tokenizers = _import_tokenizers()
+    tokenizers = import_tokenizers()
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise ValueError(

@@ -297,7 +297,8 @@ def _next_word_start(text: str, index: int) -> tuple[str | None, bool]:
     return (text[index] if index < size else None), line_break
 
 
-def _import_tokenizers():
+def import_tokenizers():
+    """The ``tokenizers`` package, or an ImportError saying which extra installs it."""
     try:
         import tokenizers
     except ImportError:  # pragma: no cover - exercised only without the optional dependency
@@ -350,7 +351,7 @@ class Tokenizer:
             ValueError: a tokenizer model or pre-tokenizer not supported (named), a missing or inconsistent
                 ``tokenizer.ggml.*`` entry.
         """
-        tokenizers = _import_tokenizers()
+        tokenizers = import_tokenizers()
         kind = metadata.get("tokenizer.ggml.model")
         if kind not in _TOKENIZER_MODELS:
             raise ValueError(
@@ -503,7 +504,7 @@ class Tokenizer:
             bos_token: the BOS token's text (GPT-2's ``<|endoftext|>``); it must be in the vocabulary.
             vocab_size: the model's vocabulary size.
         """
-        tokenizers = _import_tokenizers()
+        tokenizers = import_tokenizers()
         folder = Path(folder)
         if (folder / "tokenizer.json").is_file():
             try:
@@ -640,7 +641,7 @@ class Tokenizer:
         if self._pieces is None and self._sentencepiece:
             self._pieces = self._sentencepiece_pieces()
         if self._pieces is None:
-            tokenizers = _import_tokenizers()
+            tokenizers = import_tokenizers()
             if not isinstance(self.backend.decoder, tokenizers.decoders.ByteLevel):
                 raise ValueError(
                     f"the reader sentence rule needs the bytes of each token, but this tokenizer's decoder is "
