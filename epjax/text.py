@@ -704,6 +704,18 @@ class SampleResult(NamedTuple):
     tokens: np.ndarray
 
 
+def _check_sampling(key: Any, model: Any, num_samples: Any, num_steps: Any, batch_size: Any) -> tuple[int, int, int]:
+    """The sampling drivers' arguments checked: ``(num_samples >= 2, num_steps within the context, batch_size)``."""
+    check_key(key)
+    num_samples = check_positive_int("num_samples", num_samples, minimum=2)
+    num_steps = check_num_steps(num_steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    max_length = getattr(model, "max_length", None)
+    if max_length is not None and num_steps > max_length:
+        raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
+    return num_samples, num_steps, batch_size
+
+
 def sample_entropy_production(
     key: jax.Array,
     model: Any,
@@ -763,13 +775,7 @@ def sample_entropy_production(
             "`tokenizer` must be the model's epjax.pretrained.Tokenizer for the block level (blocks=True), got "
             f"{type(tokenizer).__name__}; pass blocks=False for the token level alone."
         )
-    check_key(key)
-    num_samples = check_positive_int("num_samples", num_samples, minimum=2)
-    num_steps = check_num_steps(num_steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    max_length = getattr(model, "max_length", None)
-    if max_length is not None and num_steps > max_length:
-        raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
+    num_samples, num_steps, batch_size = _check_sampling(key, model, num_samples, num_steps, batch_size)
     tempered = model.with_temperature(temperature)
     # The paper rule's ends are a per-vocabulary mask: sampling, both reversals and the masked sums run in one
     # compiled batch. The reader rule reads the characters around each end (the tokenizer decides them on the
@@ -1111,13 +1117,7 @@ def sample_reorderings(
     """
     sentence_rule = _check_sentence_rule(sentence_rule)
     reorderings_ = _check_reorderings(reorderings)
-    check_key(key)
-    num_samples = check_positive_int("num_samples", num_samples, minimum=2)
-    num_steps = check_num_steps(num_steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    max_length = getattr(model, "max_length", None)
-    if max_length is not None and num_steps > max_length:
-        raise ValueError(f"`num_steps` = {num_steps} exceeds the model's context of {max_length} tokens.")
+    num_samples, num_steps, batch_size = _check_sampling(key, model, num_samples, num_steps, batch_size)
     sentence_ends(np.zeros(1, np.int32), tokenizer, sentence_rule=sentence_rule)  # refuses a tokenizer early
     tempered = model.with_temperature(temperature)
     label = f"sample T={num_steps}, tau={temperature:g}"
