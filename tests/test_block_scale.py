@@ -235,12 +235,11 @@ def test_sample_reorderings_equal_sigma_of_each_prefix(tiny, x64):
         jax.random.key(4), model, params, tiny.tokenizer, num_samples=12, num_steps=24, reorderings=chosen
     )
     mask = text_lib._vocabulary_mask(tiny.tokenizer, model.vocab_size)
-    checked = 0
-    for i in range(12):
+    assert np.all(np.isnan(scores.sigma[:, scores.lengths == 0]))
+    kept = np.flatnonzero(scores.lengths)
+    assert kept.size >= 3  # enough samples ended a sentence for the comparison to mean something
+    for i in kept[:3]:  # each prefix length compiles its own sigma: three samples keep the test short
         n = int(scores.lengths[i])
-        if n == 0:
-            assert np.all(np.isnan(scores.sigma[:, i]))
-            continue
         x = jnp.asarray(scores.tokens[i, :n])
         ends = mask[np.asarray(x)]
         assert ends[-1] and scores.num_sentences[i] == ends.sum()
@@ -254,8 +253,6 @@ def test_sample_reorderings_equal_sigma_of_each_prefix(tiny, x64):
         ):
             want = float(epjax.sigma(model, params, x, reversal))
             assert scores.sigma[row, i] == pytest.approx(want, abs=1e-9)
-        checked += 1
-    assert checked >= 3  # enough samples ended a sentence for the comparison to mean something
 
 
 def test_summary_rows_by_hand():
