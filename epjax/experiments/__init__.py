@@ -14,6 +14,7 @@ figure; the command line, the demo, the notebooks and the benchmarks all call th
 - :mod:`~epjax.experiments.saved_models`: Monte Carlo EP of a saved model, with its training chain's exact value.
 - :mod:`~epjax.experiments.texts`: causal vs non-causal texts under a language model (the EP paper's Fig. 4).
 - :mod:`~epjax.experiments.sampled_text`: EP of text sampled from a language model; the fluctuation check.
+- :mod:`~epjax.experiments.text_protocol`: the strict text protocol's checker and the shipped 100 + 100 texts.
 - :mod:`~epjax.experiments.block_scale`: how a language model's EP falls as the reversal coarsens (groups of k
   sentences, fixed blocks of l tokens), with the identity fraction.
 - :mod:`~epjax.experiments.arrow_of_time`: the arrow-of-time learnability gap of forward and backward twins,
@@ -32,6 +33,7 @@ from epjax.experiments import (
     report,
     sampled_text,
     saved_models,
+    text_protocol,
     texts,
     training,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "report",
     "sampled_text",
     "saved_models",
+    "text_protocol",
     "texts",
     "training",
 ]
