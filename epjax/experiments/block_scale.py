@@ -258,14 +258,18 @@ class BlockScale(Result):
             )  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low / 1.2, high * 1.6)  # room for the labels above the points
+        left, right = ax.get_xlim()
+        ax.set_xlim(left, right * 1.6)
         ax.set_xlabel("effective block length (tokens)")
         ax.set_ylabel("sigma / T' (nats per token)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         level = int(round(100 * self.settings.get("confidence", 0.95)))
         ax.set_title(
-            f"EP per token against the scale of the reversal ({self.source}); bars: {level} % bootstrap interval, "
-            "labels: scale and identity fraction",
+            f"EP per token against the scale of the reversal ({self.source}, {self.model})\n"
+            f"bars: {level} % bootstrap interval; labels: scale and identity fraction",
             fontsize=8,
         )
 

@@ -761,7 +761,7 @@ class TextSetsComparison(Result):
         for ax, level in zip(axes[1:], LEVELS, strict=False):
             self._draw_boxes(ax, level, pairs)
         fig.suptitle(
-            f"EP per token of {len(self.sets)} text set(s) under {len(self.models)} model(s): rank-biserial r of "
+            f"EP per token of {len(self.sets)} text set(s) under {len(self.models)} model(s)\nrank-biserial r of "
             f"the group comparison ({100 * self.confidence:g}% bootstrap CI) and the per-text rates",
             fontsize=9,
         )
@@ -794,7 +794,7 @@ class TextSetsComparison(Result):
 
     def _draw_boxes(self, ax: Any, level: str, pairs: list[tuple[str, str]]) -> None:
         groups_of = {s["name"]: s["groups"] for s in self.sets}
-        data, positions, labels, colours = [], [], [], []
+        data, positions, colours, names = [], [], [], []
         for k, (set_name, model) in enumerate(pairs):
             for j, group in enumerate(groups_of[set_name]):
                 values = [
@@ -804,12 +804,19 @@ class TextSetsComparison(Result):
                 ]
                 data.append(values)
                 positions.append(3 * k + j + 1)
-                labels.append(f"{group}\n{set_name}\n{model}" if j == 0 else group)
                 colours.append(f"C{j}")
+                names.append(group)
         ax.boxplot(data, positions=positions, widths=0.6, medianprops={"color": "k"}, showfliers=False)
-        for values, x, colour in zip(data, positions, colours, strict=True):
-            ax.plot(x + np.linspace(-0.2, 0.2, len(values)), values, "o", color=colour, alpha=0.6, ms=3)
-        ax.set_xticks(positions, labels, fontsize=6)
+        drawn = set()
+        for values, x, colour, name in zip(data, positions, colours, names, strict=True):
+            label = None if (colour, name) in drawn else f"{name}: one text"
+            drawn.add((colour, name))
+            ax.plot(x + np.linspace(-0.2, 0.2, len(values)), values, "o", color=colour, alpha=0.6, ms=3, label=label)
+        short = lambda name: name if len(name) <= 22 else name[:20] + "…"  # noqa: E731
+        ax.set_xticks(
+            [3 * k + 1.5 for k in range(len(pairs))], [f"{s}\n{short(m)}" for s, m in pairs], fontsize=7, rotation=20
+        )
+        ax.legend(fontsize=7, loc="best")
         ax.set_ylabel(("sigma / T" if level == "token" else "sigma' / T'") + " (nats per token)")
         ax.set_title(
             "token reversal" if level == "token" else f"sentence-block reversal ({self.sentence_rule} rule)",
