@@ -67,7 +67,7 @@ import numpy as np
 from epjax._batching import for_each_batch, progress_bar
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
-from epjax._reversal import reverse_prefix, reverse_segments
+from epjax._reversal import reverse_prefix
 from epjax._xla import jit_model
 from epjax.stats import Interval, bootstrap_ci
 
@@ -202,7 +202,9 @@ def reverse_sentences(x: Any, tokenizer: Any, *, sentence_rule: str = "reader") 
             "the last token must end a sentence for sentence-block reversal (a bijection only on such "
             "sequences); truncate the sequence after its last sentence end."
         )
-    return np.asarray(reverse_segments(x, ends))
+    # On the host, in NumPy: a jnp reversal here would compile one program per text length.
+    sentences = np.split(x, np.flatnonzero(ends)[:-1] + 1)
+    return np.concatenate(sentences[::-1])
 
 
 def text_tokens(

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
+import epjax
+
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
@@ -650,3 +652,22 @@ def test_a_text_the_tokenizer_does_not_give_back_is_refused():
     assert text_lib.text_tokens(tok, "The file is fine.").size > 0
     with pytest.raises(ValueError, match=r"round trip: .* at character 4 \('ﬁle is fine\.' became 'file is fine'\)"):
         text_lib.text_tokens(tok, "The ﬁle is fine.")
+
+
+def test_host_sentence_reversal_equals_the_engine_reversal():
+    """reverse_sentences works in NumPy on the host (no compilation per text length); it equals reverse_segments."""
+
+    class Ends:  # a tokenizer stand-in whose sentence ends are given
+        def __init__(self, ends):
+            self.ends = ends
+
+        def sentence_ends(self, x, rule="reader"):
+            return self.ends
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 20))
+        x, ends = rng.integers(0, 50, n), rng.random(n) < 0.3
+        ends[-1] = True
+        want = np.asarray(epjax.reverse_segments(jnp.asarray(x), jnp.asarray(ends)))
+        np.testing.assert_array_equal(text_lib.reverse_sentences(x, Ends(ends)), want)
