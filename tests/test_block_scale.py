@@ -97,8 +97,7 @@ def test_reverse_blocks_refuses_ragged_without_the_option():
 @pytest.mark.parametrize("seed", range(4))
 def test_sentence_groups_match_lists_and_invert(seed):
     rng = np.random.default_rng(seed)
-    for _ in range(20):
-        T = int(rng.integers(1, 16))
+    for T in [1, 6, 11, 15] * 5:  # four lengths: each (length, k) compiles once
         x = rng.integers(0, 50, T)
         ends = rng.random(T) < 0.35
         ends[-1] = True

@@ -665,8 +665,7 @@ def test_host_sentence_reversal_equals_the_engine_reversal():
             return self.ends
 
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        n = int(rng.integers(1, 20))
+    for n in [1, 7, 19] * 15:  # three lengths: the engine side compiles once per length
         x, ends = rng.integers(0, 50, n), rng.random(n) < 0.3
         ends[-1] = True
         want = np.asarray(epjax.reverse_segments(jnp.asarray(x), jnp.asarray(ends)))

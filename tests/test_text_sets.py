@@ -363,7 +363,7 @@ def test_texts_command_two_models_two_files(tmp_path, two_ggufs, set_files):
     assert report["holm_family_size"] == 8 and report["provenance"]["seed"] == 3
     assert report["settings"]["bootstrap"]["num_resamples"] == 200 and report["settings"]["bootstrap"]["seed"] == 3
     assert [i["path"] for i in report["provenance"]["inputs"]] == [str(p) for p in (*two_ggufs, *set_files)]
-    rows = list(csv.DictReader(out_csv.open()))
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == 8 and list(rows[0]) == list(texts.TEST_COLUMNS)
     np.testing.assert_allclose([float(r["p_holm"]) for r in rows], stats.holm([t["p"] for t in report["tests"]]))
     for t, row in zip(report["tests"], rows, strict=True):

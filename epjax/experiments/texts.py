@@ -781,7 +781,9 @@ class TextSetsComparison(Result):
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker, color=colour, ms=5, mfc="none", label=label)
         ax.axvline(0, color="0.5", lw=0.8, ls="--")
-        ax.set_yticks(ypos, [f"{t['set']} | {t['model']} | {t['level']}" for t in self.tests], fontsize=7)
+        ax.set_yticks(
+            ypos, [f"{_short(t['set'])} | {_short(t['model'])} | {t['level']}" for t in self.tests], fontsize=7
+        )
         ax.set_ylim(-0.7, n - 0.3)
         ax.set_xlim(-1.05, 1.05)
         ax.set_xlabel("rank-biserial r = 2U/(n1 n2) - 1 (> 0: first group larger)")
@@ -812,9 +814,11 @@ class TextSetsComparison(Result):
             label = None if (colour, name) in drawn else f"{name}: one text"
             drawn.add((colour, name))
             ax.plot(x + np.linspace(-0.2, 0.2, len(values)), values, "o", color=colour, alpha=0.6, ms=3, label=label)
-        short = lambda name: name if len(name) <= 22 else name[:20] + "…"  # noqa: E731
         ax.set_xticks(
-            [3 * k + 1.5 for k in range(len(pairs))], [f"{s}\n{short(m)}" for s, m in pairs], fontsize=7, rotation=20
+            [3 * k + 1.5 for k in range(len(pairs))],
+            [f"{_short(s)}\n{_short(m)}" for s, m in pairs],
+            fontsize=7,
+            rotation=20,
         )
         ax.legend(fontsize=7, loc="best")
         ax.set_ylabel(("sigma / T" if level == "token" else "sigma' / T'") + " (nats per token)")
@@ -823,6 +827,12 @@ class TextSetsComparison(Result):
             fontsize=9,
         )
         ax.grid(alpha=0.3, axis="y")
+
+
+def _short(name: str, limit: int = 24) -> str:
+    """A set's or model's name as a figure label: a path's last part, cut to ``limit`` characters."""
+    name = Path(name).name if os.sep in name else name
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _named_sets(
