@@ -312,3 +312,35 @@ def test_block_scale_cli_on_texts_and_samples(tmp_path, gguf_path):  # noqa: F81
     assert code == 2 and "texts[0]: `text` has" in stderr and "context of 64 tokens" in stderr, stderr
     code, _, stderr = run_cli("block-scale", "--groups", "1,1")
     assert code == 2 and "distinct positive integers" in stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_coarser_reversals_inside_a_users_jit_vmap_and_grad(dtype):
+    """sigma under the new reversals: jit(vmap) equals one-at-a-time, and its gradient in the chain's logits
+    equals a central finite difference (float64) or the float64 gradient to float32 precision."""
+    with jax.enable_x64(dtype == "float64"):
+        model = markov.Model(markov.Config(vocab_size=3))
+        params = markov.from_probabilities(
+            np.array([0.5, 0.3, 0.2]), np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
+        )
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+        xs = jnp.asarray(np.random.default_rng(0).integers(0, 3, (32, 9)))
+        for reversal in (
+            functools.partial(epjax.reverse_blocks, block_size=4, ragged=True),
+            epjax.segment_reversal(np.array([False, False, True]), group=2),
+        ):
+            mean_sigma = lambda p, r=reversal: jnp.mean(jax.vmap(lambda seq: epjax.sigma(model, p, seq, r))(xs))
+            one_at_a_time = np.mean([float(epjax.sigma(model, params, x, reversal)) for x in xs])
+            value = jax.jit(mean_sigma)(params)
+            assert value.dtype == jnp.dtype(dtype)
+            assert float(value) == pytest.approx(one_at_a_time, rel=1e-5 if dtype == "float32" else 1e-12)
+            grad = jax.jit(jax.grad(mean_sigma))(params).log_transition
+            assert grad.dtype == jnp.dtype(dtype) and bool(jnp.all(jnp.isfinite(grad)))
+            if dtype == "float64":
+                h = 1e-6
+                bump = np.zeros((3, 3))
+                bump[0, 1] = h
+                up = params._replace(log_transition=params.log_transition + bump)
+                down = params._replace(log_transition=params.log_transition - bump)
+                fd = (float(mean_sigma(up)) - float(mean_sigma(down))) / (2 * h)
+                assert float(grad[0, 1]) == pytest.approx(fd, rel=1e-6, abs=1e-9)
