@@ -80,17 +80,22 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {name: _read_tensor(handle, name, path) for name in handle.keys()}
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding one object (a checkpoint's ``config.json``, a shard index, ...), or a ValueError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
 def _read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder}: no config.json; expected a Hugging Face GPT-2 checkpoint folder.")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object.")
-    return config
+    return read_json_object(path)
 
 
 def config_from_hf(hf: dict, *, dtype: str = "float32", source: Any = "config.json") -> transformer.Config:

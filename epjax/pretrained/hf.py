@@ -63,7 +63,6 @@ GPT-2 folders go to :func:`epjax.pretrained.gpt2.load_gpt2` (its own checks), wh
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
@@ -111,17 +110,7 @@ def read_config(folder: str | os.PathLike) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder}: no config.json; expected a Hugging Face checkpoint folder.")
-    return _read_json(path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-    return data
+    return gpt2.read_json_object(path)
 
 
 def _require(hf: dict, key: str, source: Any) -> Any:
@@ -338,7 +327,7 @@ def _load_tokenizer(folder: Path, *, vocab_size: int, bos_id: int | None) -> Tok
 def _default_bos_id(folder: Path, backend: Any) -> int:
     """The tokenizer's BOS if it adds one, else ``<|endoftext|>`` (see the module docstring)."""
     config_path = folder / "tokenizer_config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
+    config = gpt2.read_json_object(config_path) if config_path.is_file() else {}
     bos_token = _token_text(config.get("bos_token"))
     bos = backend.token_to_id(bos_token) if bos_token is not None else None
     if bos is None and bos_token is not None and config.get("add_bos_token") is True:
@@ -373,7 +362,7 @@ class _Weights:
     def __init__(self, folder: Path, stack: contextlib.ExitStack):
         index = folder / INDEX_FILE
         if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
+            weight_map = gpt2.read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise ValueError(f"{index}: expected a 'weight_map' object of tensor name -> file name.")
             files = sorted(set(weight_map.values()))
