@@ -37,12 +37,18 @@ def run_cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def train_bpe(corpus, vocab_size: int = 300, special_tokens=("<|endoftext|>",)):
-    """A byte-level BPE (``tokenizers.Tokenizer``) trained on ``corpus``, the special tokens taking ids 0, 1, ..."""
+def train_bpe(
+    corpus, vocab_size: int = 300, special_tokens=("<|endoftext|>",), *, repeat: int = 4, use_regex: bool = True,
+    normalizer=None,
+):  # fmt: skip
+    """A byte-level BPE (``tokenizers.Tokenizer``) trained on ``corpus`` repeated ``repeat`` times, the special
+    tokens taking ids 0, 1, ...; ``use_regex=False`` lets tokens run across words, ``normalizer`` is set first."""
     import tokenizers
 
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex)
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -50,5 +56,5 @@ def train_bpe(corpus, vocab_size: int = 300, special_tokens=("<|endoftext|>",)):
         initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(list(corpus) * 4, trainer)
+    tok.train_from_iterator(list(corpus) * repeat, trainer)
     return tok

@@ -31,6 +31,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 tokenizers = pytest.importorskip("tokenizers")
 
+from helpers import train_bpe  # noqa: E402
 from test_pretrained import (  # noqa: E402
     CORPUS,
     _decode_logits,
@@ -414,18 +415,8 @@ BYTE_LEVEL_PRE = ["qwen2", "deepseek-r1-qwen", "qwen35", "tekken", "gpt-4o", "ll
 @pytest.fixture(scope="module")
 def digit_bpe():
     """A byte-level BPE trained on text with many numbers and capitals, so that pre-tokenizers give different ids."""
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     extra = ["12345678 2024 3.14159 2718 100 999", "CamelCaseWords ALLCAPS They're it's", "path/to/file /c"]
-    tok.train_from_iterator((CORPUS + extra) * 4, trainer)
-    return tok
+    return train_bpe(CORPUS + extra, 400)
 
 
 def write_tokenizer_gguf(path: Path, tok, pre: str) -> Path:

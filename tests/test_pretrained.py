@@ -32,6 +32,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 tokenizers = pytest.importorskip("tokenizers")
 
+from helpers import train_bpe  # noqa: E402
+
 from epjax import llama, pretrained  # noqa: E402
 from epjax.discrete import DiscreteModel  # noqa: E402
 from epjax.pretrained import tokenizer as tokenizer_lib  # noqa: E402
@@ -79,17 +81,7 @@ needs_smollm2 = pytest.mark.skipif(_smollm2_path() is None, reason="the llm-smol
 
 def train_tokenizer(vocab_size: int = 300):
     """A byte-level BPE with <|endoftext|> as id 0, trained on CORPUS."""
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    return tok
+    return train_bpe(CORPUS, vocab_size)
 
 
 def tokenizer_tables(tok):

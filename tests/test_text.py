@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import run_cli, train_bpe
 
 import epjax
 
@@ -638,16 +638,7 @@ def test_a_text_the_tokenizer_does_not_give_back_is_refused():
     """A normalising tokenizer (NFKC: the ligature 'ﬁ' becomes 'fi') would score another text: refused by name."""
     import tokenizers
 
-    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"<|endoftext|>": 0}, merges=[]))
-    backend.normalizer = tokenizers.normalizers.NFKC()
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    )
-    backend.train_from_iterator(["The file is fine. A field of fish."], trainer)
+    backend = train_bpe(["The file is fine. A field of fish."], repeat=1, normalizer=tokenizers.normalizers.NFKC())
     tok = pretrained.Tokenizer(backend, bos_id=0)
     assert text_lib.text_tokens(tok, "The file is fine.").size > 0
     with pytest.raises(ValueError, match=r"round trip: .* at character 4 \('ﬁle is fine\.' became 'file is fine'\)"):

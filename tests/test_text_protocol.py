@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
-import tokenizers  # noqa: E402
+from helpers import train_bpe  # noqa: E402
 from test_pretrained import _smollm2_path, train_tokenizer  # noqa: E402
 
 from epjax import pretrained  # noqa: E402
@@ -60,17 +60,8 @@ def both(small_bpe):
 @pytest.fixture(scope="module")
 def merging_bpe():
     """A byte-level BPE without the pre-tokenizer's regex: its tokens run across sentences ('. The cat ran')."""
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(["The baker mixed flour. The baker baked bread. The baker sold bread."] * 50, trainer)
-    return pretrained.Tokenizer(tok, bos_id=0)
+    corpus = ["The baker mixed flour. The baker baked bread. The baker sold bread."]
+    return pretrained.Tokenizer(train_bpe(corpus, 400, repeat=50, use_regex=False), bos_id=0)
 
 
 @pytest.fixture(scope="module")
