@@ -649,27 +649,17 @@ class Tokenizer:
                     "(sentence_rule='paper')."
                 )
             byte_of = {c: b for b, c in bytes_to_unicode().items()}
-            added = self.backend.get_added_tokens_decoder()
-            size = min(self.vocab_size, self.backend.get_vocab_size(with_added_tokens=True))
-            pieces: list[bytes | None] = []
-            for i in range(size):
-                token = added.get(i)
-                if token is not None and token.special:
-                    pieces.append(None)
-                    continue
-                spelled = token.content if token is not None else self.backend.id_to_token(i)
-                if spelled is None:
-                    pieces.append(b"")
-                elif all(c in byte_of for c in spelled):
-                    pieces.append(bytes(byte_of[c] for c in spelled))
-                else:  # an added token outside the byte alphabet decodes to itself (as the ByteLevel decoder does)
-                    pieces.append(spelled.encode("utf-8"))
-            self._pieces = pieces + [b""] * (self.vocab_size - size)
+
+            def spell(token: str) -> bytes:
+                if all(c in byte_of for c in token):
+                    return bytes(byte_of[c] for c in token)
+                return token.encode("utf-8")  # an added token outside the byte alphabet decodes to itself
+
+            self._pieces = self._pieces_from(spell)
         return self._pieces
 
-    def _sentencepiece_pieces(self) -> list[bytes | None]:
-        # A SentencePiece token spells a space "▁" and a fallback byte "<0xNN>". The first token of a text
-        # keeps the space the tokenizer put before it (the decoder strips it from the decoded text).
+    def _pieces_from(self, spell: Any) -> list[bytes | None]:
+        """Each id's bytes, ``spell(token)`` of its spelling; ``None`` if special, ``b""`` if the tokenizer lacks it."""
         added = self.backend.get_added_tokens_decoder()
         size = min(self.vocab_size, self.backend.get_vocab_size(with_added_tokens=True))
         pieces: list[bytes | None] = []
@@ -679,14 +669,17 @@ class Tokenizer:
                 pieces.append(None)
                 continue
             spelled = token.content if token is not None else self.backend.id_to_token(i)
-            byte = None if spelled is None else _BYTE_TOKEN.fullmatch(spelled)
-            if spelled is None:
-                pieces.append(b"")
-            elif byte is not None:
-                pieces.append(bytes([int(byte.group(1), 16)]))
-            else:
-                pieces.append(spelled.replace(_SPACE, " ").encode("utf-8"))
+            pieces.append(b"" if spelled is None else spell(spelled))
         return pieces + [b""] * (self.vocab_size - size)
+
+    def _sentencepiece_pieces(self) -> list[bytes | None]:
+        # A SentencePiece token spells a space "▁" and a fallback byte "<0xNN>". The first token of a text
+        # keeps the space the tokenizer put before it (the decoder strips it from the decoded text).
+        def spell(token: str) -> bytes:
+            byte = _BYTE_TOKEN.fullmatch(token)
+            return bytes([int(byte.group(1), 16)]) if byte else token.replace(_SPACE, " ").encode("utf-8")
+
+        return self._pieces_from(spell)
 
     def _token_texts(self) -> list[str]:
         if self._texts is None:
