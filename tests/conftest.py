@@ -1,7 +1,13 @@
 import gc
+import os
 
 import jax
 import pytest
+
+# The command line turns JAX's persistent compilation cache on by default; tests that run it (in this process or
+# in subprocesses, which inherit the environment) must neither write to the user's cache folder nor reuse
+# programs compiled by an earlier run. tests/test_cli_cache.py turns it back on where it tests it.
+os.environ["EPJAX_COMPILE_CACHE"] = "off"
 
 
 def pytest_addoption(parser):

@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import jax
 
 import epjax
+from epjax.cli import _cache
 from epjax.experiments.report import (
     Provenance,
     Result,
@@ -283,11 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Entropy production (the arrow of time) of autoregressive generative models, in JAX.",
     )
     parser.add_argument("--version", action="version", version=f"epjax {epjax.__version__} (jax {jax.__version__})")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--compile-cache", metavar="DIR", default=None,
+        help="keep compiled XLA programs in DIR for later runs (default: on, in the user cache folder, "
+        f"{_cache.default_dir()}; the environment variable {_cache.ENV}=off|DIR sets the default)",
+    )
+    cache.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, keep nothing")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.configure(sub)
     return parser
+
+
+def _use_compile_cache(args: argparse.Namespace) -> None:
+    """Turn on JAX's persistent compilation cache as the options and environment say (:mod:`._cache`)."""
+    folder = _cache.resolve(args.compile_cache, args.no_compile_cache)
+    if folder is None:
+        return
+    if args.compile_cache is not None or os.environ.get(_cache.ENV, "").strip():
+        _cache.enable(folder, "--compile-cache" if args.compile_cache is not None else _cache.ENV)
+        return
+    try:  # the default folder: a read-only home must not stop the command, only its cache
+        _cache.enable(folder, "the default compile cache")
+    except ValueError as err:
+        print(f"epjax: warning: running without a compile cache: {err} (--no-compile-cache silences this)",
+              file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.command_line = ["epjax", *(sys.argv[1:] if argv is None else [str(a) for a in argv])]
     try:
+        _use_compile_cache(args)
         return COMMANDS[args.command].run(args)
     except ValueError as exc:
         print(f"epjax: error: {exc}", file=sys.stderr)
