@@ -24,6 +24,7 @@ jobs in alternation (round-robin, ``harness.measure_rounds``).
     python benchmarks/aot.py                 # full run: 200 steps per timing, appends to RESULTS.md
     python benchmarks/aot.py --quick         # smoke run (a few steps), prints only
     python benchmarks/aot.py --repeats 3 --families gru,transformer
+    python benchmarks/aot.py --summary-json rows.json   # also the summary rows of benchmarks/run.py
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from harness import (
     Job,
     Timing,
     add_out_option,
+    add_summary_option,
     fmt_rate,
     fmt_ratio,
     fmt_time,
@@ -56,7 +58,9 @@ from harness import (
     measure_rounds,
     prose,
     publish,
+    summary_row,
     table,
+    write_summary,
 )
 
 from epjax import families, train
@@ -240,7 +244,8 @@ def per_step(times: list[float], steps: int, first: float = 0.0) -> Timing:
     return Timing.of([t / steps for t in times], first)
 
 
-def bench(s: Sizes, chosen: tuple[str, ...], repeats: int, default_steps: int) -> tuple[str, list[str]]:
+def bench(s: Sizes, chosen: tuple[str, ...], repeats: int, default_steps: int,
+          summary: list[dict]) -> tuple[str, list[str]]:
     """The table, and a line per family with the headline ratios. ``default_steps``: steps of each call of
     PyTorch at its default thread count (fewer than ``s.steps`` on a busy machine, where they can be slow)."""
     clock = CompileClock()
@@ -300,6 +305,12 @@ def bench(s: Sizes, chosen: tuple[str, ...], repeats: int, default_steps: int) -
                 f"{delta:.1e}",
             ]
         )
+        size = f"{describe_model(family, model)}, T = {s.T}, B = {s.batch}, per optimiser step of the pair"
+        for peer_name, t in ((f"torch ({TORCH_DEFAULT_THREADS} threads)", tn), ("torch (1 thread)", t1)):
+            summary.append(summary_row(
+                "aot", family, "FW/BW pair training (train_many)", size, steady, peer_name, t, compile_s=compiles[0],
+                units=step_tokens, unit="tokens", note=f"steady state (call minus its compilation); whole call "
+                f"{t.median / whole.median:.2f}× the peer"))
         verdicts.append(
             f"{family} {tn.median / steady.median:.2f}× / {t1.median / steady.median:.2f}× "
             f"(whole call {tn.median / whole.median:.2f}× / {t1.median / whole.median:.2f}×)"
@@ -360,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few steps: a smoke run")
     add_out_option(parser)
+    add_summary_option(parser)
     parser.add_argument("--families", default=None, help=f"comma-separated subset of {','.join(FAMILIES)}")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per model (default 5; 1 quick)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per timed call (default 200)")
@@ -399,7 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     log("FW/BW pair training ...")
-    tab, verdicts = bench(sizes, chosen, repeats, default_steps)
+    summary: list[dict] = []
+    tab, verdicts = bench(sizes, chosen, repeats, default_steps, summary)
     text = prose(
         TEXT.format(
             steps=sizes.steps,
@@ -427,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     publish(section, out=args.out, quick=args.quick)
+    write_summary(args.summary_json, summary)
 
 
 if __name__ == "__main__":

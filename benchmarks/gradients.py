@@ -25,6 +25,7 @@ Another family's gradient benchmark is one more function ``section(args) -> str`
     python benchmarks/gradients.py                      # everything; appends a section to benchmarks/RESULTS.md
     python benchmarks/gradients.py --quick              # small sizes, prints only
     python benchmarks/gradients.py --only kalman_float32 --out -
+    python benchmarks/gradients.py --summary-json rows.json   # also the summary rows of benchmarks/run.py
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from harness import (
     add_out_option,
+    add_summary_option,
     compile_timed,
     fmt_time,
     fmt_timing,
@@ -51,7 +53,9 @@ from harness import (
     prose,
     publish,
     random_model,
+    summary_row,
     table,
+    write_summary,
 )
 
 import epjax
@@ -73,13 +77,21 @@ Stein equation).
 
 
 def value_and_gradient_row(label: str, what: str, fn: Callable, args: tuple, argnums, budget: float,
-                           concrete: Callable[[], object] | None = None) -> list[str]:
-    """One table row: ``fn`` and ``grad(fn)`` compiled ahead of time, then timed in alternation."""
+                           concrete: Callable[[], object] | None = None,
+                           summary: list[dict] | None = None) -> list[str]:
+    """One table row: ``fn`` and ``grad(fn)`` compiled ahead of time, then timed in alternation (and, with
+    ``summary``, the gradient's summary row: no peer, its cost as a multiple of the value's in the note)."""
     f, compile_f = compile_timed(fn, *args)
     g, compile_g = compile_timed(jax.grad(fn, argnums=argnums), *args)
     fns = [lambda: f(*args), lambda: g(*args)] + ([concrete] if concrete is not None else [])
     timings = measure(fns, budget_s=budget)
     tv, tg = timings[:2]
+    if summary is not None:
+        summary.append(summary_row(
+            "gradients", "Kalman", "gradient of exact EP" if what[0].isdigit() else f"gradient of {what}",
+            f"{label}, T = {what}" if what[0].isdigit() else label, tg, compile_s=compile_g,
+            note=f"gradient ÷ value {tg.median / tv.median:.1f}× (value {fmt_time(tv.median)})",
+            value_s=list(tv.rounds)))
     return [label, what, fmt_timing(tv), fmt_timing(tg), f"**{tg.median / tv.median:.1f}×**",
             f"{fmt_time(compile_f)} / {fmt_time(compile_g)}", fmt_timing(timings[2]) if concrete else "–"]
 
@@ -102,8 +114,9 @@ def section_kalman_gradients(args) -> str:
             log(f"  {m.name}, T = {T}")
             concrete = lambda p=params, T=T: kalman.entropy_production(p, T)  # noqa: E731
             rows.append(value_and_gradient_row(m.name, f"{T:,}", _entropy_production_at(T), (params,), 0,
-                                               args.budget, concrete))
-        rows.append(value_and_gradient_row(m.name, "rate", kalman.entropy_production_rate, (params,), 0, args.budget))
+                                               args.budget, concrete, summary=args.summary if T == steps[-1] else None))
+        rows.append(value_and_gradient_row(m.name, "rate", kalman.entropy_production_rate, (params,), 0, args.budget,
+                                           summary=args.summary))
         mats = tuple(jnp.asarray(x) for x in m.matrices)
         rows.append(value_and_gradient_row(m.name, "from_state_space", _sum_of_gain, mats, (0, 1, 2, 3), args.budget))
     head = ["model", "T", "value", "gradient", "gradient ÷ value", "compile value / gradient", "compiled once"]
@@ -208,7 +221,8 @@ timed calls alternate.
 """
 
 
-def _gru_row(width: int, vocab: int, T: int, layers: int, N: int, budget: float) -> list[str]:
+def _gru_row(width: int, vocab: int, T: int, layers: int, N: int, budget: float,
+             summary: list[dict] | None = None) -> list[str]:
     from epjax import rnn
 
     model = rnn.Model(rnn.Config(vocab_size=vocab, hidden_size=width, num_layers=layers, cell="gru"))
@@ -223,6 +237,12 @@ def _gru_row(width: int, vocab: int, T: int, layers: int, N: int, budget: float)
     ]
     # the warm-up calls (compilation included) are the first calls of the table; no rule shortens slow ones
     tv, ts, td = measure(fns, budget_s=budget, slow_first_s=None)
+    if summary is not None:
+        summary.append(summary_row(
+            "gradients", "gru", "Monte Carlo EP surrogate gradient", f"GRU {width} × {layers}, V = {vocab}, T = {T}, "
+            f"N = {N}", ts, compile_s=ts.compile, units=N, unit="trajectories",
+            note=f"gradient ÷ value {ts.median / tv.median:.1f}×; with standard errors {td.median / tv.median:.1f}×",
+            value_s=list(tv.rounds)))
     return [f"{width} × {layers} layers, V = {vocab}", f"{T}", f"{N}", f"{rnn.num_parameters(params):,}",
             fmt_timing(tv), fmt_timing(ts), f"**{ts.median / tv.median:.1f}×**", fmt_timing(td),
             f"**{td.median / tv.median:.1f}×**", " / ".join(fmt_time(t.first) for t in (tv, ts, td))]
@@ -233,7 +253,7 @@ def section_gru_monte_carlo(args) -> str:
     rows = []
     for size in sizes:
         log(f"  GRU width {size[0]}, vocab {size[1]}, T = {size[2]}, N = {size[4]}")
-        rows.append(_gru_row(*size, budget=args.budget))
+        rows.append(_gru_row(*size, budget=args.budget, summary=args.summary))
     head = ["GRU", "T", "N", "parameters", "value", "surrogate gradient", "÷ value", "gradient ± SE", "÷ value",
             "first calls (value / surrogate / ± SE)"]
     return "### Monte Carlo EP gradient of a GRU\n\n" + prose(GRU_TEXT) + "\n\n" + table(head, rows)
@@ -257,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="dtype of the timing sections (the accuracy section always compares both)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed repeats per measurement")
     add_out_option(parser)
+    add_summary_option(parser)
     args = parser.parse_args(argv[1:])
+    args.summary = []  # the sections' summary rows
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -273,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             parts.append(SECTIONS[name](args))
     parts.append(footer(start))
     publish("\n\n".join(parts), out=args.out, quick=args.quick)
+    write_summary(args.summary_json, args.summary)
 
 
 if __name__ == "__main__":

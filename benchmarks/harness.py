@@ -66,7 +66,7 @@ def cpu_flags() -> str:
     if flags is None:
         return "flags unknown"
     present = set(flags.split())
-    return ", ".join(f"{f} {'yes' if f in present else 'no'}" for f in ("avx2", "avx512f"))
+    return ", ".join(f"{f} {'yes' if f in present else 'no'}" for f in ("avx2", "avx512f", "fma"))
 
 
 def load_average() -> str:
@@ -214,10 +214,11 @@ class Timing(NamedTuple):
     best: float  # fastest repeat: the figure least disturbed by other load on a shared machine
     repeats: int
     first: float = 0.0  # the warm-up call: compile + one run (or a small run through a peer's code path)
+    rounds: tuple[float, ...] = ()  # the timed repeats themselves, in order (for --summary-json)
 
     @classmethod
     def of(cls, times: Sequence[float], first: float = 0.0) -> Timing:
-        return cls(statistics.median(times), min(times), len(times), first)
+        return cls(statistics.median(times), min(times), len(times), first, tuple(float(t) for t in times))
 
     @property
     def compile(self) -> float:
@@ -319,3 +320,84 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- summary rows
+#
+# ``--summary-json PATH``: every script can write the rows benchmarks/run.py gathers into the summary table at
+# the top of RESULTS.md, a JSON list of objects with the keys of :func:`summary_row` (extra keys are allowed).
+
+
+def add_summary_option(parser: argparse.ArgumentParser) -> None:
+    """``--summary-json PATH``: where :func:`write_summary` writes the script's summary rows."""
+    parser.add_argument(
+        "--summary-json",
+        default=None,
+        metavar="PATH",
+        help="also write this run's headline rows as JSON (the format benchmarks/run.py reads)",
+    )
+
+
+def _rounds(t: Timing | Sequence[float]) -> list[float]:
+    if isinstance(t, Timing):
+        if not t.rounds:
+            raise ValueError(f"summary_row needs a Timing with its rounds (Timing.of), got {t!r}")
+        return list(t.rounds)
+    return [float(x) for x in t]
+
+
+def summary_row(
+    script: str,
+    family: str,
+    task: str,
+    size: str,
+    epjax: Timing | Sequence[float],
+    peer: str | None = None,
+    peer_times: Timing | Sequence[float] | None = None,
+    *,
+    compile_s: float | None = None,
+    flops: float | None = None,
+    units: float | None = None,
+    unit: str | None = None,
+    note: str = "",
+    **extra,
+) -> dict:
+    """One summary row: epjax's seconds per timed round and, with a peer, the peer's seconds in the same rounds.
+
+    The two lists are paired round by round (they were timed in alternation); where a peer sat out later
+    rounds (a per-job cap), both are cut to the rounds they share. ``flops``: of one epjax call; ``units``:
+    work items per call (tokens, steps, trajectories) named by ``unit``.
+    """
+    if (peer is None) != (peer_times is None):
+        raise ValueError(f"summary_row: give both peer and peer_times or neither, got {peer!r} and {peer_times!r}")
+    epjax_s = _rounds(epjax)
+    peer_s = None
+    if peer_times is not None:
+        peer_s = _rounds(peer_times)
+        shared = min(len(epjax_s), len(peer_s))
+        epjax_s, peer_s = epjax_s[:shared], peer_s[:shared]
+    return {
+        "script": script,
+        "family": family,
+        "task": task,
+        "size": size,
+        "epjax_s": epjax_s,
+        "peer": peer,
+        "peer_s": peer_s,
+        "compile_s": None if compile_s is None else float(compile_s),
+        "flops": None if flops is None else float(flops),
+        "units": None if units is None else float(units),
+        "unit": unit,
+        "note": note,
+        **extra,
+    }
+
+
+def write_summary(path: str | None, rows: Sequence[dict]) -> None:
+    """Write ``rows`` to ``path`` as a JSON list (nothing when ``path`` is None)."""
+    if path is None:
+        return
+    import json
+
+    Path(path).write_text(json.dumps(list(rows), indent=1) + "\n")
+    log(f"summary rows written to {path}")

@@ -8,7 +8,9 @@ Three parts, each timed after a warm-up call (compilation), blocking on results,
     ``lgssm_filter`` (time-varying covariance filter) on the same model and data, both jitted, one sequence
     and a vmapped batch; a plain-JAX steady-state scan (epjax's algorithm written with ``@``) is a second
     reference that separates the algorithmic gain from the implementation;
-(c) Monte Carlo EP throughput of ``epjax.entropy_production`` on the Kalman model.
+(c) Monte Carlo EP throughput of ``epjax.entropy_production`` on the Kalman model;
+(d) scaling: the exponent k of time ~ x^k (least squares on log-log) of the log-likelihood against T and
+    against the batch N, of Monte Carlo EP against T and against N, and of the exact recursion against T.
 
 Before timing, the script checks that dynamax and epjax give the same total log-likelihood on the same data
 when dynamax's filter starts at the steady state (initial covariance = the DARE solution P), and that dense
@@ -16,6 +18,7 @@ and recursive EP agree.
 
     python benchmarks/kalman.py            # full run, appends a section to benchmarks/RESULTS.md
     python benchmarks/kalman.py --quick    # smoke run, prints only (add --out FILE to append)
+    python benchmarks/kalman.py --summary-json rows.json   # also the summary rows of benchmarks/run.py
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from harness import (
     StateSpace,
     Timing,
     add_out_option,
+    add_summary_option,
     fmt_rate,
     fmt_ratio,
     fmt_time,
@@ -43,9 +47,12 @@ from harness import (
     prose,
     publish,
     random_model,
+    summary_row,
     table,
     timed,
+    write_summary,
 )
+from peak import fit_exponent, kalman_exact_flops, kalman_loglik_flops
 
 import epjax
 
@@ -145,7 +152,7 @@ def check_agreement(models: list[StateSpace], num_steps: int) -> str:
 
 
 def bench_exact(
-    models: list[StateSpace], t_both: list[int], t_recursive_only: list[int]
+    models: list[StateSpace], t_both: list[int], t_recursive_only: list[int], summary: list[dict]
 ) -> tuple[str, dict[tuple[str, int, int], Timing]]:
     """The table, and the recursive timings by (model name, state size n, T) for the target check."""
     rows, recursive_times = [], {}
@@ -180,6 +187,18 @@ def bench_exact(
                 (rec,), dense = measure([recursive], **ROUNDS), None
                 rec_value = float(recursive())
             recursive_times[m.name, params.A.shape[0], T] = rec
+            if T == min(t_both + t_recursive_only):
+                first_compile = rec.compile  # the recursion compiles once per model, at its first T
+            if T == max(t_both + t_recursive_only):
+                n = params.A.shape[0]
+                summary.append(summary_row(
+                    "kalman", "Kalman", "exact EP, recursive", f"{m.name}, T = {T:,}", rec, compile_s=first_compile,
+                    flops=kalman_exact_flops(n, n_y, T), units=T, unit="steps",
+                    dtype="float64",
+                    note=f"target < {TARGET_SECONDS:g} s at T = {TARGET_T:,}, n = 4" if n == 4 and T == TARGET_T
+                    else "no peer (dense EP is O((T n_y)³))",
+                    **({"target_s": TARGET_SECONDS} if n == 4 and T == TARGET_T else {}),
+                ))
             ratio = f"{dense.median / rec.median:.3g}×" if dense is not None else "—"
             rows.append(
                 [
@@ -220,7 +239,7 @@ def bench_exact(
 
 
 def bench_loglik(
-    models: list[StateSpace], lengths: list[int], batch: tuple[int, int]
+    models: list[StateSpace], lengths: list[int], batch: tuple[int, int], summary: list[dict]
 ) -> tuple[str, list[tuple[str, str, float, float]]]:
     """The table, and (model, case, median ratio, best ratio) of epjax ÷ dynamax throughput per row."""
     epjax_ll = jax.jit(lambda p, y: jnp.sum(epjax.kalman.log_probs(p, y)))
@@ -249,6 +268,12 @@ def bench_loglik(
             steps = T * B
             case = f"{T:,}" if B == 1 else f"{B} × {T:,}"
             ratios.append((m.name, case, td.median / te.median, td.best / te.best))
+            n, n_y = params.A.shape[0], params.C.shape[0]
+            summary.append(summary_row(
+                "kalman", "Kalman", "log-likelihood", f"{m.name}, {case}", te, "dynamax lgssm_filter", td,
+                compile_s=te.compile, flops=kalman_loglik_flops(n, n_y, T, B), units=steps, unit="steps",
+                note="O(n²) a step (matrix-vector) against dynamax's O(n³) covariance filter",
+                T=T, batch=B, model=m.name, dtype="float64"))
             rows.append(
                 [
                     m.name,
@@ -292,7 +317,7 @@ def call_and_keep(fn, out: list) -> object:
 
 
 def bench_monte_carlo(
-    models: list[StateSpace], lengths: list[int], num_samples: int, batch_sizes: list[int]
+    models: list[StateSpace], lengths: list[int], num_samples: int, batch_sizes: list[int], summary: list[dict]
 ) -> str:
     rows = []
     key = jax.random.key(4)
@@ -316,6 +341,9 @@ def bench_monte_carlo(
                 (t,) = measure([partial(call_and_keep, run, results)], budget_s=3.0, min_repeats=3, max_repeats=5)
                 est = results[-1]  # every call gives the same numbers: the key is fixed
                 z = (est.mean - exact) / est.stderr
+                summary.append(summary_row(
+                    "kalman", "Kalman", "Monte Carlo EP", f"{m.name}, T = {T:,}, N = {num_samples:,}, b = {b:,}", t,
+                    compile_s=warm, units=num_samples, unit="trajectories", note=f"z = {z:+.2f} against the exact EP"))
                 rows.append(
                     [
                         m.name,
@@ -348,6 +376,73 @@ def bench_monte_carlo(
         ],
         rows,
     )
+
+
+# ---------------------------------------------------------------------------------------------------- (d)
+
+
+def _time_points(label: str, make: list[tuple[int, object]]) -> list[tuple[int, Timing]]:
+    """``(x, Timing)`` of each ``(x, fn)``, epjax alone, a few rounds each (the warm-up compiles)."""
+    out = []
+    for x, fn in make:
+        (t,) = measure([fn], budget_s=1.0, min_repeats=3, max_repeats=20)
+        out.append((x, t))
+        log(f"  scaling {label} {x:,}: {fmt_timing(t)}")
+    return out
+
+
+def bench_scaling(m: StateSpace, sweeps: dict[str, list[int]], fixed: dict[str, int],
+                  recursive_times: dict[tuple[str, int, int], Timing], summary: list[dict]) -> str:
+    """Exponents k of time ~ x^k on model ``m``: log-likelihood against T and N (batch), Monte Carlo EP against T
+    and N, the exact recursion against T (its times from part (a))."""
+    params, _ = innovation_params(m)
+    ll = jax.jit(jax.vmap(lambda p, y: jnp.sum(epjax.kalman.log_probs(p, y)), in_axes=(None, 0)))
+
+    def data(B, T):
+        keys = jax.random.split(jax.random.key(5), B)
+        return jax.vmap(partial(epjax.kalman.sample, params=params, num_steps=T))(keys)
+
+    def loglik(B, T):
+        y = data(B, T)
+        return partial(ll, params, y)
+
+    def mc(N, T):
+        return partial(epjax.entropy_production, jax.random.key(6), epjax.kalman.model, params, num_steps=T,
+                       num_samples=N, batch_size=min(N, fixed["mc_batch"]))
+
+    points = {
+        ("log-likelihood", "T", f"N = {fixed['ll_N']}"): _time_points(
+            "log-lik T", [(T, loglik(fixed["ll_N"], T)) for T in sweeps["ll_T"]]),
+        ("log-likelihood", "N", f"T = {fixed['ll_T']:,}"): _time_points(
+            "log-lik N", [(N, loglik(N, fixed["ll_T"])) for N in sweeps["ll_N"]]),
+        ("Monte Carlo EP", "T", f"N = {fixed['mc_N']:,}"): _time_points(
+            "MC T", [(T, mc(fixed["mc_N"], T)) for T in sweeps["mc_T"]]),
+        ("Monte Carlo EP", "N", f"T = {fixed['mc_T']}"): _time_points(
+            "MC N", [(N, mc(N, fixed["mc_T"])) for N in sweeps["mc_N"]]),
+    }
+    rec = sorted((T, t) for (name, _, T), t in recursive_times.items() if name == m.name)
+    points["exact EP, recursive", "T", "one sequence"] = rec
+    rows = []
+    for (task, var, at), pts in points.items():
+        xs, ts = [x for x, _ in pts], [t for _, t in pts]
+        k = fit_exponent(xs, [t.median for t in ts])
+        kb = fit_exponent(xs, [t.best for t in ts])
+        cells = ", ".join(f"{x:,}: {fmt_time(t.median)}" for x, t in pts)
+        rows.append([task, var, at, cells, f"**{k:.2f}** ({kb:.2f})"])
+        summary.append(summary_row(
+            "kalman", "Kalman", f"{task}: scaling in {var}", f"{m.name}, {at}, {var} = {xs[0]:,} … {xs[-1]:,}",
+            ts[-1], note=f"time ~ {var}^k, k = {k:.2f} (best times {kb:.2f})",
+            scaling={"x": var, "values": xs, "median_s": [t.median for t in ts], "k": k, "k_best": kb}))
+    return table(["task", "x", "fixed", "x: median time", "exponent k: medians (best)"], rows)
+
+
+SCALING_TEXT = """
+Time against the length T and the number N of sequences (log-likelihood: a ``jax.vmap`` batch of N sequences,
+jitted, one compilation per shape; Monte Carlo EP: the public ``epjax.entropy_production`` with N
+trajectories in batches of at most {b}) on {model}; k is the least-squares slope of log(time) on log(x) from
+the medians (from the best times). Linear work gives k ≈ 1; k < 1 means fixed costs (dispatch, a batch's
+set-up) still weigh at the small end. The exact recursion's points are part (a)'s.
+"""
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -420,16 +515,23 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="small sizes: a smoke run (about a minute, mostly compilation)"
     )
     add_out_option(parser)
+    add_summary_option(parser)
     args = parser.parse_args(argv[1:])
     models = [paper_model("2d"), random_model(0, 4, 4)]
     if args.quick:
         t_both, t_rec = [10, 100], [10_000]
         lengths, batch = [1_000], (16, 1_000)
         mc_lengths, mc_n, mc_b = [50], 2_048, [1_024]
+        sweeps = dict(ll_T=[1_000, 4_000], ll_N=[4, 16], mc_T=[20, 80], mc_N=[256, 1_024])
+        fixed = dict(ll_N=4, ll_T=1_000, mc_N=256, mc_T=20, mc_batch=1_024)
     else:
         t_both, t_rec = [10, 30, 100, 300, 1_000, 3_000], [10_000, 100_000, 1_000_000]
         lengths, batch = [1_000, 10_000, 100_000], (256, 1_000)
         mc_lengths, mc_n, mc_b = [50, 1_000], 20_000, [1_024, 4_096]
+        sweeps = dict(ll_T=[1_000, 4_000, 16_000, 64_000], ll_N=[16, 64, 256, 1_024], mc_T=[50, 200, 800],
+                      mc_N=[2_048, 8_192, 32_768])
+        fixed = dict(ll_N=16, ll_T=1_000, mc_N=4_096, mc_T=50, mc_batch=4_096)
+    summary: list[dict] = []
 
     with jax.enable_x64(True):
         head = header(
@@ -442,11 +544,13 @@ def main(argv: list[str] | None = None) -> None:
         log("checking agreement ...")
         agree = check_agreement(models, 1_000)
         log("(a) exact EP ...")
-        exact, recursive_times = bench_exact(models, t_both, t_rec)
+        exact, recursive_times = bench_exact(models, t_both, t_rec, summary)
         log("(b) log-likelihood throughput ...")
-        loglik, loglik_ratios = bench_loglik(models, lengths, batch)
+        loglik, loglik_ratios = bench_loglik(models, lengths, batch, summary)
         log("(c) Monte Carlo EP ...")
-        mc = bench_monte_carlo(models, mc_lengths, mc_n, mc_b)
+        mc = bench_monte_carlo(models, mc_lengths, mc_n, mc_b, summary)
+        log("(d) scaling ...")
+        scaling = bench_scaling(models[1], sweeps, fixed, recursive_times, summary)
 
     section = "\n\n".join(
         [
@@ -458,10 +562,15 @@ def main(argv: list[str] | None = None) -> None:
             "### (a) Exact EP: recursive vs dense\n\n" + prose(EXACT_TEXT) + "\n\n" + exact,
             "### (b) Log-likelihood throughput: epjax vs dynamax\n\n" + prose(LOGLIK_TEXT) + "\n\n" + loglik,
             "### (c) Monte Carlo EP throughput\n\n" + prose(MC_TEXT) + "\n\n" + mc,
+            "### (d) Scaling with T and N\n\n"
+            + prose(SCALING_TEXT.format(b=fixed["mc_batch"], model=models[1].name))
+            + "\n\n"
+            + scaling,
             "### Targets\n\n" + targets(recursive_times, loglik_ratios),
         ]
     )
     publish(section, out=args.out, quick=args.quick)
+    write_summary(args.summary_json, summary)
 
 if __name__ == "__main__":
     main()

@@ -27,11 +27,13 @@ in alternation.
     python benchmarks/lm.py            # full run, appends a section to benchmarks/RESULTS.md
     python benchmarks/lm.py --quick    # smoke run, prints only (add --out FILE to append)
     python benchmarks/lm.py --parts d  # only (d) (after the loads); --set-repeats N warm rounds in (d)
+    python benchmarks/lm.py --summary-json rows.json   # also the summary rows of benchmarks/run.py
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -47,6 +49,7 @@ from harness import (
     Job,
     Timing,
     add_out_option,
+    add_summary_option,
     fmt_time,
     fmt_timing,
     footer,
@@ -54,9 +57,12 @@ from harness import (
     log,
     measure,
     publish,
+    summary_row,
     table,
     timed,
+    write_summary,
 )
+from peak import llama_flops, xla_flops
 
 import epjax
 from epjax import pretrained
@@ -168,6 +174,23 @@ def lscpu_model() -> str:
         return "unknown"
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
                 "unknown")
+
+
+def scoring_flops(model, rows: list[np.ndarray], batch_size: int, bucket: int) -> float:
+    """Analytic FLOPs of ``log_prob_sums`` on ``rows``: every batch it forms, padded to ``batch_size`` rows of its
+    padded length (benchmarks/peak.py ``llama_flops``)."""
+    groups: Counter[int] = Counter(text_lib.padded_length(r.size, bucket, model.max_length) for r in rows)
+    return sum(-(-n // batch_size) * llama_flops(model.config, length, batch_size) for length, n in groups.items())
+
+
+def xla_check(model, params, length: int, batch_size: int) -> str:
+    """XLA's count of one scoring batch (``vmap(model.logits)``) beside the analytic one. The decoder scans its
+    layers, and XLA counts a loop body once: the comparison is with the analytic count at one layer."""
+    x = jnp.zeros((batch_size, length), jnp.int32)
+    xla = xla_flops(lambda p, x: jax.vmap(lambda xi: model.logits(p, xi))(x), params, x)
+    one = llama_flops(dataclasses.replace(model.config, num_layers=1), length, batch_size)
+    return (f"XLA's count of one batch of {batch_size} × {length} (layer scan's body once) {xla:.3g} against the "
+            f"analytic count at one layer {one:.3g} ({xla / one:.2f}×: XLA also counts the elementwise ops)")
 
 
 def many_sets(hf, *, quick: bool, repeats: int, batch_size: int) -> tuple[str, Timing, Timing, Timing]:
@@ -316,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set-repeats", type=int, default=2,
                         help="(d): warm rounds of each side, after its first call (default: 2; a call takes minutes)")
     add_out_option(parser)
+    add_summary_option(parser)
     args = parser.parse_args(argv[1:])
     parts = args.parts
     if not parts or set(parts) - set(PARTS):
@@ -345,7 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     blocks = [head]
     targets = []
+    summary: list[dict] = []
+    family, model_name = "SmolLM2", "SmolLM2-135M (float32)"
     if "a" in parts:
+        summary.append(summary_row("lm", family, "GGUF load", model_name, [load_epjax],
+                                   "transformers from_pretrained", [load_hf], note="one call each, not alternated",
+                                   target_s=LOAD_TARGET_S))
         rows_a = [["epjax `load_gguf`", fmt_time(load_epjax), "1.00×"],
                   ["transformers `from_pretrained(gguf_file=...)`", fmt_time(load_hf), f"{load_hf / load_epjax:.2f}×"]]
         blocks.append("### (a) GGUF load time\n\nOne call each (wall clock, includes dequantisation).\n\n"
@@ -384,6 +413,13 @@ def main(argv: list[str] | None = None) -> None:
             + table(["implementation", "median (best)", "compile", "tokens/s", "speed-up vs torch", "repeats"], rows_b))
         targets.append(("scoring throughput at least PyTorch's", f"{score[1].median / score[0].median:.2f}× torch",
                         score[0].median <= score[1].median))
+        flops = scoring_flops(model, rows, batch_size, bucket)
+        check = xla_check(model, params, lengths[0], batch_size)
+        summary.append(summary_row(
+            "lm", family, "score texts", f"{model_name}, {len(rows)} rows in batches of {batch_size}", score[0],
+            "transformers", score[1], compile_s=score[0].compile, flops=flops, units=num_tokens, unit="tokens",
+            note=f"FLOPs L (4 T D H K + 4 T D G K + 4 T² H K + 6 T D F) + 2 T D V per padded row; {check}",
+            **({} if args.quick else {"peak_target": 0.5})))
 
     if "c" in parts:
         # (c) sampling with a KV cache: sample i from fold_in(key, i), as epjax's drivers draw
@@ -417,6 +453,10 @@ def main(argv: list[str] | None = None) -> None:
             f"### (c) KV-cache sampling throughput\n\nBatch {sample_batch}, T = {sample_steps} new tokens from BOS at "
             f"temperature 1 (epjax: static cache of {context} tokens; transformers: dynamic cache).\n\n"
             + table(["implementation", "median (best)", "compile", "tokens/s", "speed-up vs torch", "repeats"], rows_c))
+        summary.append(summary_row(
+            "lm", family, "KV-cache sampling", f"{model_name}, {sample_batch} × {sample_steps} tokens", sample[0],
+            "transformers generate", sample[1], compile_s=sample[0].compile, units=sample_batch * sample_steps,
+            unit="tokens"))
         targets.append(("KV-cache sampling throughput at least PyTorch's",
                         f"{sample[1].median / sample[0].median:.2f}× torch", sample[0].median <= sample[1].median))
 
@@ -424,6 +464,10 @@ def main(argv: list[str] | None = None) -> None:
         text_d, t_call, t_torch, t_torch_1 = many_sets(hf, quick=args.quick, repeats=args.set_repeats,
                                                        batch_size=batch_size)
         blocks.append(text_d)
+        size_d = f"{model_name}, {'quick subset of ' if args.quick else ''}{' + '.join(SETS)}"
+        for peer_name, t in (("transformers", t_torch), ("transformers (1 thread)", t_torch_1)):
+            summary.append(summary_row("lm", family, "compare_text_sets (many sets)", size_d, t_call, peer_name, t,
+                                       compile_s=t_call.compile, note="whole call against scoring the same rows"))
         targets.append(("many-sets scoring (`compare_text_sets`, whole call) at least PyTorch's",
                         f"{t_torch.median / t_call.median:.2f}× torch ({t_torch_1.median / t_call.median:.2f}× "
                         "torch at 1 thread)", t_call.median <= t_torch.median))
@@ -437,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         blocks.append(f"{footer(start_time)} `uptime` at the end: `{uptime()}`. The machine was shared with other "
                       "work during this run: the figures are under that load (see the load averages above).")
     publish("\n\n".join(blocks), out=args.out, quick=args.quick)
+    write_summary(args.summary_json, summary)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ that a whole run is single-threaded on the JAX side. PyTorch is timed in the sam
     python benchmarks/neural.py            # full run, appends to RESULTS.md
     python benchmarks/neural.py --quick    # smoke run with tiny sizes, prints only (add --out FILE to append)
     python benchmarks/neural.py --repeats 1 --torch-default-repeats 1   # the shortest full run (busy machine)
+    python benchmarks/neural.py --summary-json rows.json   # also the summary rows of benchmarks/run.py
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from harness import (  # noqa: E402
     Job,
     Timing,
     add_out_option,
+    add_summary_option,
     compile_timed,
     fmt_rate,
     fmt_ratio,
@@ -66,8 +68,11 @@ from harness import (  # noqa: E402
     measure_rounds,
     prose,
     publish,
+    summary_row,
     table,
+    write_summary,
 )
+from peak import fit_exponent, rnn_flops, transformer_flops  # noqa: E402
 
 import epjax  # noqa: E402
 from epjax import rnn, ssm, transformer  # noqa: E402
@@ -258,7 +263,29 @@ def _public_call(kept: dict, key, model, params, T: int, B: int) -> float:
     return kept["epjax"].mean
 
 
-def bench_monte_carlo(s: Sizes, min_repeats: int, default_threads_repeats: int | None):
+def scoring_flops(family: str, model, T: int, B: int) -> tuple[float | None, str]:
+    """Analytic FLOPs of scoring B sequences of T tokens (benchmarks/peak.py), and how they were counted."""
+    if family == "transformer":
+        return transformer_flops(model.config, T, B), "L (8 T D² + 4 r T D² + 4 T² D) + 2 T D V per sequence"
+    if family in rnn.CELLS:
+        return rnn_flops(model.config, T, B)[0], "T [Σ_l 2 g H (in_l + H) + 2 H V] per sequence"
+    return None, ""
+
+
+def xla_count(run) -> float | None:
+    """XLA's flop count of an ahead-of-time compiled call (``aot``'s partial), loop bodies counted once."""
+    try:
+        cost = run.func.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"])
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return None
+
+
+LARGE_BATCH = 64  # scoring rows from this batch size on carry the >= 50 % of matmul peak target (Transformer)
+
+
+def bench_monte_carlo(s: Sizes, min_repeats: int, default_threads_repeats: int | None, summary: list[dict]):
     rows, part_rows = [], []
     T, B = s.T, s.batch
     for family in s.families:
@@ -292,6 +319,27 @@ def bench_monte_carlo(s: Sizes, min_repeats: int, default_threads_repeats: int |
         # a PyTorch EP computation is one sampling call followed by one scoring call: sum them per round
         t1 = Timing.of([a + b for a, b in zip(times[3], times[4], strict=True)])
         tn = Timing.of([a + b for a, b in zip(times[5], times[6], strict=True)])
+
+        flops, formula = scoring_flops(family, model, T, B)
+        xla = xla_count(run_score)
+        nd = TORCH_DEFAULT_THREADS
+        size = f"{describe_model(family, model)}, T = {T}, B = {B}"
+        common = dict(units=B * T, unit="tokens")
+        for task, ours, peer_name, theirs, compile_s, extra in (
+            ("Monte Carlo EP", te, "torch (1 thread)", t1, te.compile, {}),
+            ("Monte Carlo EP", te, f"torch ({nd} threads)", tn, te.compile, {}),
+            ("sample", pe_s, "torch (1 thread)", p1_s, compile_sample, {}),
+            ("sample", pe_s, f"torch ({nd} threads)", pn_s, compile_sample, {}),
+            ("score reversed", pe_c, "torch (1 thread)", p1_c, compile_score, {"flops": flops}),
+            ("score reversed", pe_c, f"torch ({nd} threads)", pn_c, compile_score, {"flops": flops}),
+        ):
+            note = ""
+            if extra.get("flops") is not None:
+                note = f"FLOPs {formula}; XLA's count {xla:.3g} (loop bodies once)" if xla else f"FLOPs {formula}"
+                if family == "transformer" and B >= LARGE_BATCH:
+                    extra = {**extra, "peak_target": 0.5}
+            summary.append(summary_row("neural", family, task, size, ours, peer_name, theirs, compile_s=compile_s,
+                                       note=note, **common, **extra))
 
         est = kept["epjax"]
         sig = kept_1["sigma"].double().numpy()
@@ -370,12 +418,7 @@ def bench_monte_carlo(s: Sizes, min_repeats: int, default_threads_repeats: int |
 # ---------------------------------------------------------------------------------------------------- (b)
 
 
-def fit_exponent(Ts: list[int], seconds: list[float]) -> float:
-    """Least-squares slope of log(time) against log(T)."""
-    return float(np.polyfit(np.log(Ts), np.log(seconds), 1)[0])
-
-
-def bench_scaling(s: Sizes, min_repeats: int) -> str:
+def bench_scaling(s: Sizes, min_repeats: int, summary: list[dict]) -> str:
     rows = []
     Ts = list(s.scaling_T)
     for family in s.families:
@@ -410,6 +453,12 @@ def bench_scaling(s: Sizes, min_repeats: int) -> str:
         k_t = fit_exponent(Ts, [t.median for t in torch_times])
         k_tb = fit_exponent(Ts, [t.best for t in torch_times])
         rows.append([family, *cells, f"**{k_e:.2f}** ({k_b:.2f})", f"{k_t:.2f} ({k_tb:.2f})"])
+        summary.append(summary_row(
+            "neural", family, "scoring: scaling in T", f"{describe_model(family, model)}, B = {s.scaling_batch}, "
+            f"T = {Ts[0]} … {Ts[-1]} (times at the largest T)", epjax_times[-1], "torch (1 thread)", torch_times[-1],
+            note=f"time ~ T^k: epjax k = {k_e:.2f} ({k_b:.2f} best), torch k = {k_t:.2f}",
+            scaling={"x": "T", "values": Ts, "median_s": [t.median for t in epjax_times], "k": k_e, "k_best": k_b,
+                     "peer_median_s": [t.median for t in torch_times], "peer_k": k_t}))
     return table(
         [
             "family",
@@ -500,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (a minute or two)")
     add_out_option(parser)
+    add_summary_option(parser)
     parser.add_argument(
         "--families",
         default=None,
@@ -550,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
     agree = check_agreement(sizes)
     log("(a) Monte Carlo EP ...")
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 2)
-    mc, parts = bench_monte_carlo(sizes, repeats, args.torch_default_repeats)
+    summary: list[dict] = []
+    mc, parts = bench_monte_carlo(sizes, repeats, args.torch_default_repeats, summary)
     sections = [
         head,
         "### Agreement check: per-step log-probabilities, epjax vs the PyTorch peers\n\n"
@@ -565,7 +616,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if not args.skip_scaling:
         log("(b) scoring cost against T ...")
-        scaling = bench_scaling(sizes, 3)
+        scaling = bench_scaling(sizes, 3, summary)
         sections.append(
             "### (b) Scoring cost against T\n\n"
             + prose(
@@ -581,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     sections.append(footer(start))
     publish("\n\n".join(sections), out=args.out, quick=args.quick)
+    write_summary(args.summary_json, summary)
 
 if __name__ == "__main__":
     main()
