@@ -33,6 +33,7 @@ PyTree = Any
 Reversal = Callable[[Array], Array]
 
 _Z95 = 1.959963984540054  # two-sided 95% normal quantile
+RUNNING_MEAN_POINTS = 1000  # sample counts at which a streamed estimate records its running mean
 ESTIMATORS = ("auto", "score", "pathwise")
 
 
@@ -46,18 +47,28 @@ class Estimate(NamedTuple):
     When a sampled trajectory's reversal has probability zero (``sigma = +inf``) the EP is infinite for
     certain: then ``mean`` and the interval are ``inf`` and ``stderr`` is 0.
 
+    With ``entropy_production(..., keep_samples=False)`` (bounded memory for very large ``N``) ``sigmas`` is
+    None and ``running_mean`` is thinned to the sample counts ``running_mean_at`` (at most
+    ``RUNNING_MEAN_POINTS`` counts, roughly log-spaced from 1 to ``N``); every other field is the same as from
+    the full run, to float64 round-off.
+
     Attributes:
         mean: the sample mean of sigma, in nats (eq. 25).
         stderr: its standard error ``sd(sigma) / sqrt(N)`` (eq. 27).
         num_samples: ``N``, the number of trajectories.
         ci_low: lower end of the 95% normal interval ``mean - 1.96 stderr``.
         ci_high: upper end of that interval.
-        running_mean: ``[N]`` mean of the first n samples, for convergence plots.
+        running_mean: ``[K]`` mean of the first ``n`` samples for each ``n`` in ``running_mean_at``, for
+            convergence plots: ``K = N`` (every ``n``) from a full run.
         mean_exp_neg_sigma: ``<exp(-sigma)>``, equal to 1 in expectation by the integral fluctuation theorem
             (eq. 20); heavy-tailed, so only informative when sigma is small.
         exp_neg_sigma_stderr: the standard error of ``mean_exp_neg_sigma``.
         fraction_negative: fraction of trajectories with ``sigma < 0``.
-        sigmas: ``[N]`` the per-trajectory stochastic EP values (eq. 18), in sample order.
+        sigmas: ``[N]`` the per-trajectory stochastic EP values (eq. 18), in sample order; None when the
+            samples were not kept.
+        running_mean_at: ``[K]`` increasing sample counts ``n`` at which ``running_mean`` is given: ``1 .. N``
+            from a full run, ``unique(round(geomspace(1, N, RUNNING_MEAN_POINTS)))`` from a streamed one (all counts
+            when ``N <= RUNNING_MEAN_POINTS``).
     """
 
     mean: Any
@@ -70,6 +81,7 @@ class Estimate(NamedTuple):
     exp_neg_sigma_stderr: Any
     fraction_negative: Any
     sigmas: Any
+    running_mean_at: Any = None
 
     def __repr__(self) -> str:
         if not is_concrete(self.mean):
@@ -88,19 +100,41 @@ def _summary(xp: Any, s: Any) -> dict[str, Any]:
     infinite = xp.any(s == xp.inf)
     # With a sigma = +inf the EP is infinite for certain: no spread to report (and none to compute from infs).
     stderr = xp.where(infinite, 0.0, xp.std(xp.where(infinite, 0.0, s), ddof=1) / math.sqrt(n))
-    w = xp.exp(-s)
+    shift = _exp_shift(xp, xp.max(-s))
+    w = xp.exp(-s - shift)  # e^-sigma / e^shift, at most 1: no overflow however negative sigma is
+    counts = xp.arange(1, n + 1)
     return dict(
         mean=mean,
         stderr=stderr,
         num_samples=n,
         ci_low=mean - _Z95 * stderr,
         ci_high=mean + _Z95 * stderr,
-        running_mean=xp.cumsum(s) / xp.arange(1, n + 1),
-        mean_exp_neg_sigma=xp.mean(w),
-        exp_neg_sigma_stderr=xp.std(w, ddof=1) / math.sqrt(n),
+        running_mean=xp.cumsum(s) / counts,
+        mean_exp_neg_sigma=_unshift(xp, shift, xp.mean(w)),
+        exp_neg_sigma_stderr=_unshift(xp, shift, xp.std(w, ddof=1) / math.sqrt(n)),
         fraction_negative=xp.mean((s < 0).astype(s.dtype)),
         sigmas=s,
+        running_mean_at=counts,
     )
+
+
+def _exp_shift(xp: Any, largest: Any) -> Any:
+    """The shift ``c = max(-sigma)`` under which ``e^(-sigma - c) <= 1``; 0 when it is not finite.
+
+    ``-inf``: every sigma is ``+inf`` (every weight is 0); ``+inf``: a ``sigma = -inf``, which only the
+    unchecked traceable path lets through (its weight stays ``inf``).
+    """
+    return xp.where(xp.isfinite(largest), largest, 0.0)
+
+
+def _unshift(xp: Any, shift: Any, v: Any) -> Any:
+    """``e^shift * v`` in two halves, so that it is finite whenever the product is representable.
+
+    ``e^shift`` alone overflows beyond ``shift = 709`` (88 in float32) even when ``v`` is small; ``e^(shift/2)``
+    overflows only where the product would.
+    """
+    half = xp.exp(shift / 2)
+    return half * (v * half)
 
 
 def _check_sample_count(s: Any, name: str) -> None:
@@ -161,6 +195,102 @@ def estimate_from_samples(sigmas: Any) -> Estimate:
     with np.errstate(over="ignore", invalid="ignore"):
         fields = _summary(np, s)
     return Estimate(**{k: (float(v) if np.ndim(v) == 0 and k != "num_samples" else v) for k, v in fields.items()})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Streaming summaries: the Estimate of N samples in memory independent of N
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _running_mean_counts(num_samples: int) -> np.ndarray:
+    """The sample counts at which a streamed estimate records its running mean (int64, increasing, ending at N).
+
+    ``unique(round(geomspace(1, N, RUNNING_MEAN_POINTS)))``: every count while they are closer than 1 apart,
+    then steps of a constant ratio (about 1.9% for ``N = 10^8``), for convergence plots on a log axis.
+    """
+    if num_samples <= RUNNING_MEAN_POINTS:
+        return np.arange(1, num_samples + 1, dtype=np.int64)
+    return np.unique(np.round(np.geomspace(1, num_samples, RUNNING_MEAN_POINTS)).astype(np.int64))
+
+
+def _merge(n_a: int, mean_a: float, m2_a: float, n_b: int, mean_b: float, m2_b: float) -> tuple[float, float]:
+    """Mean and sum of squared deviations of two groups of ``n_a`` and ``n_b > 0`` samples (Chan et al. 1979)."""
+    if n_a == 0:
+        return mean_b, m2_b
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+class _StreamingSummary:
+    """The fields of an :class:`Estimate` from samples seen a batch at a time, in memory independent of ``N``.
+
+    Kept in float64: the count, mean and sum of squared deviations of the finite sigma (merged batch by batch
+    with Chan et al.'s pairwise update, which loses no digits when the mean is large), the number of
+    ``sigma = +inf`` and of ``sigma < 0``, the running sum (the same sequential sum as ``cumsum`` of all
+    samples, so the running mean at the recorded counts is the full run's to the last bit), and for
+    ``w = e^-sigma`` its mean and sum of squared deviations relative to ``e^c`` with ``c`` the largest
+    ``-sigma`` so far (a running log-sum-exp shift: ``w / e^c <= 1`` never overflows; when ``c`` grows the
+    kept mean is rescaled by ``e^(c_old - c)`` and the squared deviations by its square). ``e^c`` multiplies
+    back only at the end, finite wherever ``<e^-sigma>`` and its standard error are representable; the full
+    run (:func:`_summary`) uses the same shift.
+    """
+
+    def __init__(self, num_samples: int):
+        self.num_samples = num_samples
+        self.at = _running_mean_counts(num_samples)
+        self.running_mean = np.empty(self.at.size)
+        self.seen = self.infinite = self.negative = self.finite = 0
+        self.mean = self.m2 = 0.0  # of the finite sigma
+        self.total = 0.0  # sum of all sigma so far, added in sample order
+        self.shift, self.w_mean, self.w_m2 = 0.0, 0.0, 0.0  # e^-sigma relative to e^shift (count: self.seen)
+
+    def add(self, s: np.ndarray) -> None:
+        """Take the next samples ``s`` ``[B]`` (float64, no NaN or -inf)."""
+        seen, b = self.seen, s.shape[0]
+        # cumsum of (sum so far, s...) repeats the full run's cumsum additions exactly.
+        partial_sums = np.cumsum(np.concatenate([[self.total], s]))
+        lo, hi = np.searchsorted(self.at, [seen, seen + b], side="right")
+        self.running_mean[lo:hi] = partial_sums[self.at[lo:hi] - seen] / self.at[lo:hi]
+        self.total = partial_sums[-1]
+
+        infinite = s == np.inf
+        finite = s[~infinite] if infinite.any() else s
+        self.infinite += int(np.count_nonzero(infinite))
+        self.negative += int(np.count_nonzero(s < 0))
+        if finite.size:
+            largest = float(np.max(-finite))
+            if self.finite == 0:  # the first finite sigma: every weight so far is 0, nothing to rescale
+                self.shift = largest
+            elif largest > self.shift:
+                scale = math.exp(self.shift - largest)
+                self.shift, self.w_mean, self.w_m2 = largest, self.w_mean * scale, self.w_m2 * scale * scale
+            mean_b = np.mean(finite)
+            self.mean, self.m2 = _merge(self.finite, self.mean, self.m2, finite.size, mean_b,
+                                        np.sum((finite - mean_b) ** 2))
+            self.finite += finite.size
+        w = np.exp(-s - self.shift)
+        w_mean = np.mean(w)
+        self.w_mean, self.w_m2 = _merge(seen, self.w_mean, self.w_m2, b, w_mean, np.sum((w - w_mean) ** 2))
+        self.seen = seen + b
+
+    def estimate(self) -> Estimate:
+        """The :class:`Estimate` of all samples taken (``sigmas`` None, ``running_mean`` at ``at``)."""
+        n = self.seen
+        if n != self.num_samples:
+            raise AssertionError(f"streamed {n} samples of {self.num_samples}")
+        if self.infinite:
+            mean, stderr = math.inf, 0.0
+        else:
+            mean, stderr = float(self.mean), math.sqrt(self.m2 / (n - 1)) / math.sqrt(n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            w_mean = float(_unshift(np, self.shift, self.w_mean))
+            w_stderr = float(_unshift(np, self.shift, math.sqrt(self.w_m2 / (n - 1)) / math.sqrt(n)))
+        return Estimate(
+            mean=mean, stderr=stderr, num_samples=n, ci_low=mean - _Z95 * stderr, ci_high=mean + _Z95 * stderr,
+            running_mean=self.running_mean, mean_exp_neg_sigma=w_mean, exp_neg_sigma_stderr=w_stderr,
+            fraction_negative=self.negative / n, sigmas=None, running_mean_at=self.at,
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -370,6 +500,7 @@ def entropy_production(
     reversal: Reversal = reverse_tokens,
     batch_size: int = 1024,
     progress: bool = False,
+    keep_samples: bool = True,
 ) -> Estimate:
     """Monte Carlo entropy production ``S = E_{x ~ P}[sigma(x)]`` with honest error bars (EP paper eqs. 25-27).
 
@@ -395,12 +526,20 @@ def entropy_production(
         batch_size: trajectories per compiled batch (rounded up to a multiple of the device count); the last
             batch is computed whole and cut, so for a handful of samples of a large model pass a smaller one.
         progress: show a progress bar over batches.
+        keep_samples: keep the ``N`` values of sigma (default). ``False`` keeps running summaries only (memory
+            independent of ``N``, e.g. for ``N = 10^8``): each batch is checked and merged into float64 sums as
+            it arrives, and the :class:`Estimate` has ``sigmas=None`` and its running mean at the roughly
+            log-spaced counts ``running_mean_at``; every other field equals the full run's to float64
+            round-off.
 
     Returns:
         An :class:`Estimate` (mean, stderr, 95% interval, running mean, ``<exp(-sigma)>``, the samples).
         Inside a user's ``jit``/``vmap`` (traced key or parameters) it returns :func:`summarize` of
         :func:`sample_sigmas`, an :class:`Estimate` of arrays (values unchecked); under ``grad`` see
         :func:`sample_sigmas` for what its gradient is, and :func:`entropy_production_surrogate` for training.
+        There ``keep_samples=False`` gives the same fields as outside (no ``sigmas``, the thinned running
+        mean), but a traced computation cannot stream its batches through the host: the ``N`` values of sigma
+        are still held on the device while it runs (4 or 8 bytes each; ``batch_size`` bounds the rest).
 
     >>> import jax, epjax
     >>> p = epjax.kalman.from_state_space([[0.9]], [[1.0]], [[1.0]], [[1.0]])
@@ -410,11 +549,32 @@ def entropy_production(
     """
     num_steps, num_samples = _check_arguments(model, key, num_steps, num_samples, reversal)
     batch_size = check_positive_int("batch_size", batch_size)
+    if not isinstance(keep_samples, (bool, np.bool_)):
+        raise ValueError(f"`keep_samples` must be True or False, got {keep_samples!r}.")
     if not is_concrete(key, params):
         # Inside a user's jit/vmap/grad: the traceable core (same values; no progress bar, values unchecked).
-        return summarize(sample_sigmas(key, model, params, num_steps=num_steps, num_samples=num_samples,
-                                       reversal=reversal, batch_size=batch_size))
+        est = summarize(sample_sigmas(key, model, params, num_steps=num_steps, num_samples=num_samples,
+                                      reversal=reversal, batch_size=batch_size))
+        if keep_samples:
+            return est
+        at = _running_mean_counts(num_samples)
+        return est._replace(running_mean=est.running_mean[at - 1], running_mean_at=jnp.asarray(at), sigmas=None)
     check_params(model, params)
+    if not keep_samples:
+        summary = _StreamingSummary(num_samples)
+
+        def merge(start: int, stop: int, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+            # Only the rows that count: the last batch runs whole, its trajectories past N are not in the sample.
+            forward, backward, permutes = (a[: stop - start] for a in batch)
+            _check_terms(start, (forward, backward, permutes))
+            with np.errstate(invalid="ignore"):
+                summary.add(forward.astype(np.float64) - backward.astype(np.float64))
+
+        for_each_batch(
+            trajectory_log_probs, model, params, key, num_samples, merge, static=(num_steps, reversal),
+            batch_size=batch_size, progress=progress, desc=f"EP, T={num_steps}",
+        )
+        return summary.estimate()
     forward, backward, _ = run_trajectories(
         trajectory_log_probs, model, params, key, num_samples, static=(num_steps, reversal),
         batch_size=batch_size, progress=progress, desc=f"EP, T={num_steps}", check=_check_terms,
