@@ -10,8 +10,13 @@ Two tiers share the per-trajectory function ``fn(model, params, key_i, *static) 
   ``grad``.
 * :func:`run_trajectories` is the host driver: compiled batches of exactly ``batch_size`` trajectories (the
   compiled shape never depends on ``num``, so no recompilation for a new sample count), the batch index array
-  sharded over all visible devices, the model's XLA options (:func:`epjax.compiler_options`), an optional
-  progress bar, and NumPy results cut to ``num``.
+  sharded over all devices, the model's XLA options (:func:`epjax.compiler_options`), an optional progress
+  bar, and NumPy results cut to ``num``.
+
+Devices are ``jax.devices()``: under ``jax.distributed`` (one process per host) that is every device of every
+process, so a batch is one SPMD computation over a global 1-D mesh ``"batch"``. Every process runs the same
+host loop on the same arguments, feeds its own devices their shards, and gets every batch's full outputs back
+(:func:`to_host`), so all processes end with the same result, equal to a single process's for the same key.
 
 The per-trajectory function must be a module-level function (it is a static argument of the compiled batch);
 ``static`` holds its other hashable arguments (number of steps, reversal, ...).
@@ -80,18 +85,60 @@ def batch_function(
 
 
 def device_batch_size(batch_size: int) -> int:
-    """``batch_size`` rounded up to a multiple of the number of visible devices (one shard per device)."""
+    """``batch_size`` rounded up to a multiple of the number of devices (one shard per device, all processes)."""
     num_devices = len(jax.devices())
     return -(-batch_size // num_devices) * num_devices
 
 
-def shard_over_devices(indices: Array) -> Array:
-    """``indices`` split along their only axis over all visible devices (unchanged on one device)."""
+def _mesh() -> jax.sharding.Mesh | None:
+    """The 1-D mesh ``"batch"`` over every device of every process (``None`` with a single device)."""
     devices = jax.devices()
-    if len(devices) == 1:
-        return indices
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    return jax.device_put(indices, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
+    return None if len(devices) == 1 else jax.sharding.Mesh(np.array(devices), ("batch",))
+
+
+def shard_over_devices(tree: PyTree) -> PyTree:
+    """Each array of ``tree`` split along its leading axis over all devices (unchanged on one device).
+
+    Every process passes the same whole arrays (their leading axis a multiple of the device count) and keeps
+    the shards of its own devices: the result is one global array, also under ``jax.distributed``.
+    """
+    mesh = _mesh()
+    if mesh is None:
+        return tree
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def replicate_over_devices(tree: PyTree) -> PyTree:
+    """The arrays of ``tree`` (parameters, keys) copied to every device (unchanged on one device).
+
+    A compiled batch cannot mix arrays placed on one device (e.g. the outputs of a user's ``jit``) with arrays
+    sharded over several, nor, under ``jax.distributed``, arrays of one process with global ones. Every
+    process must pass the same values. Leaves that are not arrays (Python scalars) are left as they are.
+    """
+    mesh = _mesh()
+    if mesh is None:
+        return tree
+    from jax.experimental import multihost_utils
+
+    spec = jax.sharding.PartitionSpec()
+    put = lambda a: multihost_utils.host_local_array_to_global_array(a, mesh, spec)
+    return jax.tree_util.tree_map(lambda a: put(a) if isinstance(a, (jax.Array, np.ndarray)) else a, tree)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """The arrays of ``tree`` as whole NumPy arrays on every process (gathered across processes when needed)."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    # Every process receives the whole array (a sharded array is gathered, a replicated one read locally).
+    return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), tree)
 
 
 def progress_bar(total: int, desc: str, unit: str = "batch"):
@@ -111,7 +158,7 @@ def run_trajectories(
     """Host driver: ``fn`` over trajectories ``0 .. num - 1`` in compiled batches, results as NumPy arrays.
 
     Every compiled call holds exactly :func:`device_batch_size` ``(batch_size)`` trajectories, whatever ``num``
-    is (the last batch runs whole and is cut), sharded over the visible devices.
+    is (the last batch runs whole and is cut), sharded over all devices (of all processes).
 
     Args:
         fn: per-trajectory function ``fn(model, params, key_i, *static) -> pytree of arrays``.
@@ -157,18 +204,20 @@ def for_each_batch(
     Batches hold exactly :func:`device_batch_size` ``(batch_size)`` trajectories ``start .. start + size - 1``
     (the last one runs whole: ``stop = min(start + size, num)`` says how many count), their indices sharded over
     the devices. ``data`` (a pytree of ``[num, ...]`` NumPy arrays) is cut per batch and zero-padded at the end;
-    ``outputs`` are NumPy arrays (after ``reduce``, see :func:`batch_function`).
+    ``outputs`` are NumPy arrays (after ``reduce``, see :func:`batch_function`). Under ``jax.distributed`` every
+    process calls this with the same arguments and visits the same whole outputs.
     """
     size = device_batch_size(batch_size)
     run = batch_function(fn, model, static, reduce)
+    params, key = replicate_over_devices((params, key))
     starts = range(0, num, size)
     bar = progress_bar(len(starts), desc) if progress else None
     try:
         for start in starts:
             stop = min(start + size, num)
-            indices = shard_over_devices(jnp.arange(start, start + size, dtype=jnp.uint32))
+            indices = shard_over_devices(np.arange(start, start + size, dtype=np.uint32))
             batch_data = None if data is None else jax.tree_util.tree_map(partial(_padded, start, size), data)
-            visit(start, stop, jax.tree_util.tree_map(np.asarray, run(params, key, indices, batch_data)))
+            visit(start, stop, to_host(run(params, key, indices, shard_over_devices(batch_data))))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -64,7 +64,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epjax._batching import for_each_batch, progress_bar
+from epjax._batching import (
+    device_batch_size,
+    for_each_batch,
+    progress_bar,
+    replicate_over_devices,
+    shard_over_devices,
+    to_host,
+)
 from epjax._checks import check_key, check_num_steps, check_positive_int
 from epjax._estimators import Estimate, estimate_from_samples
 from epjax._reversal import reverse_prefix
@@ -334,7 +341,8 @@ def log_prob_sums(
 
     Sequences are padded at the end to a multiple of ``bucket`` (capped at ``model.max_length``) and scored
     ``batch_size`` at a time; padding is masked out of the sums (the models are causal). One compilation per
-    bucket length.
+    bucket length. A batch's rows are split over all devices (``batch_size`` rounded up to a multiple of their
+    number; under ``jax.distributed`` every process passes the same sequences and gets the same sums).
 
     Args:
         model: a discrete model (``log_probs``, ``vocab_size``; ``max_length`` when it has a context).
@@ -362,16 +370,18 @@ def log_prob_sums(
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):
         groups.setdefault(padded_length(s.size, bucket, max_length), []).append(i)
+    rows = device_batch_size(batch_size)  # the rows of a batch are split over all devices (of all processes)
+    params = replicate_over_devices(params)
     for length, members in sorted(groups.items()):
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
             # Always a full batch: one compiled shape per bucket (padding rows have length 0).
-            x = np.zeros((batch_size, length), np.int32)
-            lengths = np.zeros(batch_size, np.int32)
+            x = np.zeros((rows, length), np.int32)
+            lengths = np.zeros(rows, np.int32)
             for row, i in enumerate(chunk):
                 x[row, : seqs[i].size] = seqs[i]
                 lengths[row] = seqs[i].size
-            sums = np.asarray(_sums_jit(model, params, jnp.asarray(x), jnp.asarray(lengths)))
+            sums = to_host(_sums_jit(model, params, *shard_over_devices((x, lengths))))
             out[chunk] = sums[: len(chunk)]
             if progress is not None:
                 progress.update(len(chunk))
