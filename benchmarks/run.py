@@ -147,9 +147,10 @@ def render_rows(rows: Sequence[dict], peaks: dict[str, float | None]) -> str:
             profile = PROFILES.get((row["script"], row["family"]))
             pointer = f"; profile: [{profile}]({anchor(profile)})" if profile else ""
             target = "**missed** (" + ", ".join(what) + ")" + pointer
-        note = row.get("note") or ""
-        out.append([row["script"], row["family"], row["task"], row["size"], f"{fmt_time(med)} ({fmt_time(min(e))})",
-                    fmt_time(row.get("compile_s")), row["peer"] or "—", peer_time, ratio, rate, frac, target, note])
+        cells = [row["script"], row["family"], row["task"], row["size"], f"{fmt_time(med)} ({fmt_time(min(e))})",
+                 fmt_time(row.get("compile_s")), row["peer"] or "—", peer_time, ratio, rate, frac, target,
+                 row.get("note") or ""]
+        out.append([c.replace("|", "\\|") for c in cells])  # a "|" inside a cell would split it
     head = ["script", "family", "task", "size", "epjax median (best)", "compile", "peer", "peer median (best)",
             "peer ÷ epjax: median [min–max over rounds]", "GFLOP/s", "% of matmul peak", "target", "note"]
     return table(head, out)
@@ -212,11 +213,12 @@ def replace_summary(text: str, block: str) -> str:
 # ---------------------------------------------------------------------------------------------------- running
 
 
-def run_script(name: str, quick: bool, workdir: Path, timeout: float | None) -> tuple[list[dict], str, str]:
-    """Run ``benchmarks/<name>.py``: its summary rows, its section (markdown) and a status line."""
+def run_script(name: str, quick: bool, workdir: Path, timeout: float | None,
+               extra: Sequence[str] = ()) -> tuple[list[dict], str, str]:
+    """Run ``benchmarks/<name>.py`` (with ``extra`` arguments): its summary rows, its section and a status line."""
     rows_path, section_path = workdir / f"{name}.json", workdir / f"{name}.md"
     section_path.write_text(SECTION_MARK)
-    cmd = [sys.executable, str(HERE / f"{name}.py"), *(["--quick"] if quick else []), "--summary-json",
+    cmd = [sys.executable, str(HERE / f"{name}.py"), *(["--quick"] if quick else []), *extra, "--summary-json",
            str(rows_path), "--out", str(section_path)]
     log(f"run.py: {shlex.join(cmd)}")
     t0 = time.perf_counter()
@@ -242,7 +244,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS),
                         help=f"markdown file for the summary and the sections (default {RESULTS}); '-' prints only")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per script (default: none)")
+    parser.add_argument("--pass", dest="passed", action="append", default=[], metavar="NAME:ARGS",
+                        help="more arguments for one script, e.g. --pass 'neural:--repeats 1' (repeatable)")
     args = parser.parse_args(argv[1:])
+    extra: dict[str, list[str]] = {}
+    for item in args.passed:
+        name, sep, rest = item.partition(":")
+        if not sep or name not in SCRIPTS:
+            parser.error(f"--pass takes NAME:ARGS with NAME one of {','.join(SCRIPTS)}, got {item!r}")
+        extra.setdefault(name, []).extend(shlex.split(rest))
     chosen = list(SCRIPTS)
     if args.only:
         chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -261,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="epjax-bench-") as tmp:
         for name in chosen:
-            got, section, status = run_script(name, args.quick, Path(tmp), args.timeout)
+            got, section, status = run_script(name, args.quick, Path(tmp), args.timeout, extra.get(name, ()))
             rows += got
             runs.append(status)
             if section:

@@ -86,7 +86,7 @@ def test_render_rows_ratios_rates_targets_and_profile_pointers():
     # at 1e9 FLOP/s against a 4 GFLOP/s peak: 25 % < 50 %, though 3x the peer
     slow = harness.summary_row("neural", "transformer", "score", "B = 256", [1.0], "torch", [3.0], flops=1e9,
                                peak_target=0.5)
-    alone = harness.summary_row("kalman", "Kalman", "exact EP", "T = 1e6", [2.0], target_s=5.0)
+    alone = harness.summary_row("kalman", "Kalman", "exact EP", "T = 1e6", [2.0], target_s=5.0, note="a | b")
     rows = peak_rows(4e9) + [met, missed, slow, alone]
     peaks = {"float32": peak.peak_of(rows, "float32"), "float64": None}
     assert peaks["float32"] == 4e9  # the faster implementation at the largest n, not the faster small n
@@ -102,6 +102,7 @@ def test_render_rows_ratios_rates_targets_and_profile_pointers():
     assert cells[2][10] == "25.0%" and "**missed**" in cells[2][11] and "50% of peak ✗" in cells[2][11]
     assert "≥ 1.5× peer ✓" in cells[2][11]
     assert cells[3][8] == "—" and cells[3][11].startswith("met (≤ 5 s")
+    assert lines[-1].endswith("| a \\| b |")  # a "|" in a cell is escaped, not a new column
 
 
 def test_llamacpp_rows_need_only_parity():
@@ -151,7 +152,10 @@ def test_main_writes_the_summary_on_top_and_appends_sections(tmp_path, monkeypat
     out.write_text(harness.PREFACE + "\n" + SECTIONS)
     row = harness.summary_row("kalman", "Kalman", "log-likelihood", "T = 10", [1.0], "dynamax", [2.0])
 
-    def fake(name, quick, workdir, timeout):
+    calls = []
+
+    def fake(name, quick, workdir, timeout, extra):
+        calls.append((name, quick, list(extra)))
         return [row], f"## today — benchmarks/{name}.py\n\nnew figures", f"{name} (1 s)"
 
     monkeypatch.setattr(run, "run_script", fake)
@@ -160,11 +164,14 @@ def test_main_writes_the_summary_on_top_and_appends_sections(tmp_path, monkeypat
     assert text.startswith(harness.PREFACE) and SECTIONS in text
     assert text.index(run.END) < text.index("## 2026-01-01") < text.index("## today — benchmarks/kalman.py")
     assert "**2.00×** [2.00–2.00]" in text
-    run.main(["run.py", "--only", "kalman", "--no-peak", "--out", str(out)])
+    run.main(["run.py", "--only", "kalman", "--no-peak", "--out", str(out), "--pass", "kalman:--a 'b c'"])
+    assert calls == [("kalman", False, []), ("kalman", False, ["--a", "b c"])]
     again = out.read_text()
     assert again.count(run.START) == 1 and again.count("## today — benchmarks/kalman.py") == 2
     with pytest.raises(SystemExit):
         run.main(["run.py", "--only", "nonsense"])
+    with pytest.raises(SystemExit):
+        run.main(["run.py", "--pass", "nonsense:--x"])
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs
