@@ -87,7 +87,9 @@ class Config:
         dt_max: largest initial step size.
         scan_chunk: how scoring solves the recurrence. An integer is the longest stretch of time solved by
             one associative scan (see :func:`linear_recurrence`): ``1`` is a sequential scan, ``>= T`` one
-            associative scan over the whole sequence. ``None`` (default): S4D, being time invariant, uses its
+            associative scan over the whole sequence; the names ``"sequential"`` (``= 1``) and
+            ``"associative"`` (one scan over the whole sequence, whatever ``T``) say the same by method, as
+            ``kalman.log_probs(..., method=)`` does. ``None`` (default): S4D, being time invariant, uses its
             convolution form (impulse response and FFT, on every backend); Mamba picks by backend, sequential
             on CPU and one associative scan on GPU/TPU. Changes speed and memory only, never the numbers
             beyond round-off.
@@ -105,15 +107,16 @@ class Config:
     dt_rank: int | None = None
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    scan_chunk: int | None = None
+    scan_chunk: int | str | None = None
     dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "d_state", "expand", "d_conv"):
             check_positive_int(name, getattr(self, name))
-        for name in ("dt_rank", "scan_chunk"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
+        if self.dt_rank is not None:
+            check_positive_int("dt_rank", self.dt_rank)
+        if self.scan_chunk is not None:
+            _check_chunk(self.scan_chunk, "scan_chunk")
         if self.kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}, got {self.kind!r}.")
         if self.dtype not in DTYPES:
@@ -150,7 +153,22 @@ def _combine(left, right):
     return a_l * a_r, a_r * b_l + b_r
 
 
-def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: int) -> tuple[Array, Array]:
+SCAN_METHODS = {"sequential": 1, "associative": 2**31 - 1}
+"""The named scan methods and the chunk length each stands for (:func:`linear_recurrence`)."""
+
+
+def _check_chunk(chunk, name: str = "chunk") -> int:
+    """A chunk length: a positive integer, or a name of :data:`SCAN_METHODS` resolved to its length."""
+    if isinstance(chunk, str):
+        if chunk not in SCAN_METHODS:
+            raise ValueError(
+                f"`{name}` must be a positive integer or one of {tuple(SCAN_METHODS)}, got {chunk!r}."
+            )
+        return SCAN_METHODS[chunk]
+    return check_positive_int(name, chunk)
+
+
+def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: int | str) -> tuple[Array, Array]:
     """Solve ``h_t = a_t * h_{t-1} + b_t`` (elementwise) for ``t < T``; read every state out.
 
     ``(a_t, b_t) = coefficients(inputs_t)`` and ``y_t = readout(h_t, inputs_t)`` are computed a chunk of
@@ -160,13 +178,16 @@ def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: i
     ``chunk >= T`` is one associative scan over the whole sequence (best on accelerators);
     ``chunk = 1`` is a plain sequential scan (best on CPUs, where the associative scan's extra
     ``O(log L)`` passes over memory cost more than its parallelism gains).
+    ``chunk="sequential"`` and ``chunk="associative"`` name these two ends. The initial state ``h0`` enters
+    every path the same way, folded into the first chunk's first offset, ``b_0 <- b_0 + a_0 h0``, so the
+    composed maps start from ``h0`` and not from zero.
 
     Args:
         coefficients: ``inputs [L, ...] -> (a [L, ...], b [L, ...])``.
         readout: ``(h [L, ...], inputs [L, ...]) -> y [L, ...]``.
         h0: ``[...]`` state before ``t = 0``.
         inputs: a pytree of ``[T, ...]`` arrays.
-        chunk: longest chunk ``L >= 1``.
+        chunk: longest chunk ``L >= 1``, or ``"sequential"`` (``1``) or ``"associative"`` (``T``).
 
     Returns:
         ``y [T, ...]`` and the last state ``h_{T-1}``.
@@ -178,7 +199,7 @@ def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: i
     """
     leaves = jax.tree_util.tree_leaves(inputs)
     T = leaves[0].shape[0]
-    L = min(chunk, T)
+    L = min(_check_chunk(chunk), T)
     num_chunks, rest = divmod(T, L)
 
     def block(h, inputs_c):
@@ -210,10 +231,10 @@ def linear_recurrence(coefficients, readout, h0: Array, inputs: PyTree, chunk: i
     return (outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)), h
 
 
-def _scan_chunk(config_chunk: int | None) -> int:
+def _scan_chunk(config_chunk: int | str | None) -> int:
     """The chunk length to use: the configured one, or by backend (sequential on CPU, one scan elsewhere)."""
     if config_chunk is not None:
-        return config_chunk
+        return _check_chunk(config_chunk, "scan_chunk")
     return 1 if jax.default_backend() == "cpu" else 2**31 - 1
 
 
@@ -281,10 +302,11 @@ class S4DLayer(nnx.Module):
         h = a * h + b
         return h, self._mix(u, _s4d_readout(C, h) + self.D[...] * v)
 
-    def __call__(self, u: Array, chunk: int | None) -> Array:
+    def __call__(self, u: Array, chunk: int | str | None) -> Array:
         """The whole sequence at once: ``[T, H]`` -> ``[T, H]`` from the zero state.
 
-        ``chunk = None``: the convolution form (:meth:`kernel`, FFT); an integer: :func:`linear_recurrence`.
+        ``chunk = None``: the convolution form (:meth:`kernel`, FFT); an integer or a method name:
+        :func:`linear_recurrence`.
         """
         v = self.norm(u)
         if chunk is None:
@@ -518,4 +540,4 @@ class Model(DiscreteModel):
         return f"ssm.Model({self.config}, temperature={self.temperature})"
 
 
-__all__ = ["Config", "KINDS", "MambaLayer", "Model", "Network", "S4DLayer", "linear_recurrence"]
+__all__ = ["Config", "KINDS", "MambaLayer", "Model", "Network", "S4DLayer", "SCAN_METHODS", "linear_recurrence"]

@@ -410,17 +410,19 @@ def _recursive_curve(params: Params, num_steps: int) -> Array:
     return _by_setup(params, run)
 
 
-def entropy_production_curve(params: Params, num_steps: int) -> Array:
+def entropy_production_curve(params: Params, num_steps: int, *, method: str = "recursive") -> Array:
     """Exact EP for every horizon at once: ``[S_y(1), S_y(2), ..., S_y(T)]`` (eq. 71 for each T).
 
-    One pass of the ``"recursive"`` method (O(T n^3) time, O(n^2) working memory): its state after ``m``
-    steps already determines ``S_y(m)``; for stable ``A`` in the float32-accurate form of the module docstring.
-    Differentiable (reverse mode through a checkpointed scan: ``O(sqrt(T))`` stored carries besides the ``T``
-    outputs). Compiles once per ``T``.
+    ``method="recursive"`` (default): one pass of the recursion (O(T n^3) time, O(n^2) working memory): its
+    state after ``m`` steps already determines ``S_y(m)``; for stable ``A`` in the float32-accurate form of the
+    module docstring. Differentiable (reverse mode through a checkpointed scan: ``O(sqrt(T))`` stored carries
+    besides the ``T`` outputs). ``method="associative"``: the same values by a cascade of associative scans
+    (see :func:`entropy_production`), ``O(log T)`` depth, ``O(T n^2)`` memory. Compiles once per ``T``.
 
     Args:
         params: the innovation model.
         num_steps: the largest horizon ``T >= 1``.
+        method: ``"recursive"`` or ``"associative"``.
 
     Returns:
         ``[T]`` array, entry ``t - 1`` the exact EP of trajectories of length ``t``.
@@ -432,7 +434,11 @@ def entropy_production_curve(params: Params, num_steps: int) -> Array:
     """
     params = as_params(params)
     num_steps = check_num_steps(num_steps)
-    return _recursive_curve(params, num_steps)
+    if method == "recursive":
+        return _recursive_curve(params, num_steps)
+    if method == "associative":
+        return _associative_curve(params, num_steps)
+    raise ValueError(f"`method` must be 'recursive' or 'associative', got {method!r}.")
 
 
 def _deviation_per_step(params: Params, num_steps: int) -> EntropyProduction:
@@ -483,6 +489,154 @@ def _direct_per_step(params: Params, num_steps: int) -> EntropyProduction:
     return EntropyProduction(jnp.sum(per_step), per_step)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the same recursion, parallel in time
+#
+# The step above is not affine in its whole carry (``Rho`` and ``Omega`` are quadratic in ``N``), but it is a
+# triangular cascade of affine recurrences with constant coefficients: ``N`` (or ``dN``) evolves on its own,
+# ``X -> F X A + const``; given every ``N_m``, ``Rho`` is ``X -> F X F^T + u_m``; given ``N`` and ``Rho``, the
+# Gramian-like ``V`` (or ``U``) is ``X -> A^T X A + u_m``, and the rest are prefix sums. Each stage is one
+# associative scan over ``T`` steps (docs/mathematics.md §12), so the value is the recursion's to round-off.
+
+
+def _matrix_affine_scan(P: Array, Q: Array, U: Array) -> Array:
+    """All ``X_m = P X_{m-1} Q + U_m``, ``m = 0..T-1``, from ``X_{-1} = 0`` (so ``X_0 = U_0``): ``[T, n, n]``.
+
+    ``jax.lax.associative_scan`` of the maps ``X -> P^k X Q^k + B`` under composition,
+    ``(P1, Q1, B1) then (P2, Q2, B2) = (P2 P1, Q1 Q2, P2 B1 Q2 + B2)``: ``O(T n^3)`` work, ``O(log T)``
+    depth, ``O(T n^2)`` memory. The initial state is ``U_0`` itself, so a scan of ``T`` maps loses nothing.
+    """
+    powers_p = jnp.broadcast_to(P, U.shape)
+    powers_q = jnp.broadcast_to(Q, U.shape)
+
+    def compose(earlier, later):
+        P1, Q1, B1 = earlier
+        P2, Q2, B2 = later
+        return mm(P2, P1), mm(Q1, Q2), mm(mm(P2, B1), Q2) + B2
+
+    return jax.lax.associative_scan(compose, (powers_p, powers_q, U))[2]
+
+
+def _t(X: Array) -> Array:
+    """Transpose of the last two axes (a stack of matrices)."""
+    return jnp.swapaxes(X, -1, -2)
+
+
+def _shifted(first: Array, rest: Array) -> Array:
+    """``[first, rest_0, ..., rest_{T-2}]``: the input of step ``m`` is produced by the state at ``m - 1``."""
+    return jnp.concatenate([first[None], rest[:-1]])
+
+
+def _deviation_parallel(params: Params, num_steps: int):
+    """Stable ``A``: the deviation recursion's per-step quantities for ``m = 1..T``, by three associative scans.
+
+    Returns ``(st, dZ [T], c [T], V [T])`` with ``c_1 = 1/2 (<dZ_1, Pbar> - (tr Omegabar - n_y))``,
+    ``c_m = 1/2 (<dZ_m, Pbar> + tr dOmega_m)`` (``m >= 2``), and ``V_m = A^T V_{m-1} A + Z_m`` from
+    ``V_1 = C^T C``, as :func:`_deviation_setup` carries them.
+    """
+    st = _stationary(params)
+    A, C = params.A, params.C
+    F, G = _recursion_constants(params)
+    T = num_steps
+    zeros = jnp.zeros((T, *A.shape), A.dtype)
+    dN = _matrix_affine_scan(F, A, zeros.at[0].set(-st.N))  # dN_1 = -Nbar (N_1 = 0), then homogeneous
+    dD = mm(mm(F, dN), G)
+    CdD, FdD = mm(C, dD), mm(F, dD)
+    cross = mm(st.FDG, _t(FdD))
+    dRho = _matrix_affine_scan(F, F.T, _shifted(G @ G.T - st.Rho, cross + _t(cross) + mm(FdD, _t(FdD))))
+    # tr dOmega_{m+1} from (dN_m, dRho_m), m = 1..T-1
+    tr_dOmega = (
+        -2.0 * jnp.sum(st.ICD * CdD, axis=(-2, -1))
+        + jnp.sum(CdD**2, axis=(-2, -1))
+        + jnp.sum(C * mm(C, dRho), axis=(-2, -1))
+    )[:-1]
+    CdN = mm(C, dN)
+    cross_z = mm(st.M.T, CdN)
+    dZ = mm(_t(CdN), CdN) - cross_z - _t(cross_z)
+    trace_zp = jnp.sum(dZ * st.P, axis=(-2, -1))
+    c = 0.5 * (trace_zp + jnp.concatenate([-st.omega_excess[None], tr_dOmega]))
+    return st, dZ, c, dN
+
+
+def _deviation_values(params: Params, num_steps: int) -> Array:
+    """``[S_y(1), ..., S_y(T)]`` for stable ``A`` (the deviation form of the module docstring), in parallel."""
+    A, C = params.A, params.C
+    st, dZ, c, _ = _deviation_parallel(params, num_steps)
+    V = _matrix_affine_scan(A.T, A, jnp.concatenate([(C.T @ C)[None], st.Z + dZ[1:]]))
+    m = jnp.arange(1, num_steps + 1, dtype=A.dtype)
+    return m * st.rate + jnp.cumsum(c) - 0.5 * jnp.sum(st.P * V, axis=(-2, -1))
+
+
+def _deviation_per_step_parallel(params: Params, num_steps: int) -> EntropyProduction:
+    """:func:`_deviation_per_step` by associative scans."""
+    A = params.A
+    st, dZ, c, _ = _deviation_parallel(params, num_steps)
+    T = num_steps
+    dPi = _matrix_affine_scan(A, A.T, jnp.zeros((T, *A.shape), A.dtype).at[0].set(-st.P))  # Pi_tau - Pbar
+    excess = c + 0.5 * jnp.sum((st.Z + dZ) * jnp.flip(dPi, axis=0), axis=(-2, -1))  # pairs tau = T + 1 - m
+    return EntropyProduction(num_steps * st.rate + jnp.sum(excess), st.rate + excess)
+
+
+def _direct_parallel(params: Params, num_steps: int):
+    """Any ``A``: ``N_m``, ``Z_m`` and ``tr Omega_m`` for ``m = 1..T`` (the carry of :func:`_direct_setup`)."""
+    A, C = params.A, params.C
+    n, n_y = A.shape[0], C.shape[0]
+    F, G = _recursion_constants(params)
+    T = num_steps
+    dtype = A.dtype
+    GCA = G @ C @ A
+    N = _matrix_affine_scan(F, A, jnp.broadcast_to(GCA, (T, n, n)).at[0].set(0.0))  # N_1 = 0
+    FNGC = mm(F, N) + G @ C
+    D = mm(FNGC, G)
+    ICD = jnp.eye(n_y, dtype=dtype) - mm(C, D)
+    FDG = mm(F, D) + G
+    Rho = _matrix_affine_scan(F, F.T, _shifted(G @ G.T, mm(FDG, _t(FDG))))
+    tr_omega = jnp.sum(ICD**2, axis=(-2, -1)) + jnp.sum(C * mm(C, Rho), axis=(-2, -1))  # tr Omega_{m+1}
+    tr_omega = jnp.concatenate([jnp.full((1,), n_y, dtype), tr_omega[:-1]])  # Omega_1 = I
+    CI = mm(C, jnp.eye(n, dtype=dtype) - N)
+    return mm(_t(CI), CI), tr_omega
+
+
+def _direct_values(params: Params, num_steps: int) -> Array:
+    """``[S_y(1), ..., S_y(T)]`` for any ``A`` (the sum of eq. 73 as written), in parallel."""
+    A = params.A
+    n_y = params.C.shape[0]
+    Z, tr_omega = _direct_parallel(params, num_steps)
+    W = jnp.cumsum(Z, axis=0)
+    # U_1 = 0, U_{m+1} = A^T (U_m + W_m) A
+    U = _matrix_affine_scan(A.T, A, _shifted(jnp.zeros_like(A), mm(mm(A.T, W), A)))
+    m = jnp.arange(1, num_steps + 1, dtype=A.dtype)
+    KK = params.K @ params.K.T
+    return 0.5 * (jnp.sum(U * KK, axis=(-2, -1)) + jnp.cumsum(tr_omega) - m * n_y)
+
+
+def _direct_per_step_parallel(params: Params, num_steps: int) -> EntropyProduction:
+    """:func:`_direct_per_step` by associative scans."""
+    A = params.A
+    n_y = params.C.shape[0]
+    G = A @ params.K
+    Z, tr_omega = _direct_parallel(params, num_steps)
+    # Pi_1 = 0, Pi_{tau+1} = A Pi_tau A^T + G G^T
+    Pi = _matrix_affine_scan(A, A.T, jnp.broadcast_to(G @ G.T, (num_steps, *A.shape)).at[0].set(0.0))
+    per_step = 0.5 * (jnp.sum(Z * jnp.flip(Pi, axis=0), axis=(-2, -1)) + tr_omega - n_y)
+    return EntropyProduction(jnp.sum(per_step), per_step)
+
+
+@partial(jax.jit, static_argnames="num_steps")
+def _associative_curve(params: Params, num_steps: int) -> Array:
+    values = _by_stability(params, lambda p: _deviation_values(p, num_steps), lambda p: _direct_values(p, num_steps))
+    return values.at[0].set(0.0)  # S_y(1) = 0: nothing to reverse
+
+
+@partial(jax.jit, static_argnames="num_steps")
+def _associative_per_step(params: Params, num_steps: int) -> EntropyProduction:
+    return _by_stability(
+        params,
+        lambda p: _deviation_per_step_parallel(p, num_steps),
+        lambda p: _direct_per_step_parallel(p, num_steps),
+    )
+
+
 @partial(jax.jit, static_argnames="num_steps")
 def _recursive_per_step(params: Params, num_steps: int) -> EntropyProduction:
     return _by_stability(params, lambda p: _deviation_per_step(p, num_steps), lambda p: _direct_per_step(p, num_steps))
@@ -510,6 +664,13 @@ def entropy_production(
       which keeps float32 accurate at large ``T``: relative error at most ``1e-5`` (docs/mathematics.md
       §11). For ``n_y > 1`` with a rate near 0 the absolute
       error grows like ``T eps n_y`` instead.
+    * ``"associative"``: the recursion's value, parallel in time. Its step is not affine in the whole carry
+      (``Rho`` and ``Omega`` are quadratic in ``N``) but is a cascade of affine recurrences with constant
+      coefficients, ``N`` first, then ``Rho`` given every ``N_m``, then the Gramian term given both, each
+      solved by one ``jax.lax.associative_scan`` (docs/mathematics.md §12): ``O(T n^3)`` work,
+      ``O(log T)`` depth, but ``O(T n^2)`` memory (every step's matrices are stored). Same deviation form
+      (hence float32 behaviour) as ``"recursive"`` for stable ``A``. For accelerators and long ``T``; on a
+      CPU the recursion is faster (benchmarks/scan.py).
 
     Differentiable in reverse and forward mode with respect to ``params``, for every method, ``T`` and
     ``per_step``, under ``jit`` and ``vmap`` (docs/mathematics.md §10). With concrete ``params`` the recursive
@@ -520,7 +681,7 @@ def entropy_production(
     Args:
         params: the innovation model (stable whitening filter).
         num_steps: ``T >= 1`` (at most ``2**31 - 1``).
-        method: ``"recursive"`` (default) or ``"dense"``.
+        method: ``"recursive"`` (default), ``"associative"`` or ``"dense"``.
         per_step: also return the per-step contributions of eq. 73 (the recursive method then stores
             ``T`` state covariances).
         max_bytes: memory budget of the dense method: sizes whose three dense ``[T n_y, T n_y]`` arrays would
@@ -558,7 +719,11 @@ def entropy_production(
         if is_concrete(params):
             return _recursive_any_length(params, jnp.asarray(num_steps, dtype=jnp.int32))
         return _recursive(params, num_steps)
-    raise ValueError(f"`method` must be 'dense' or 'recursive', got {method!r}.")
+    if method == "associative":
+        if per_step:
+            return _associative_per_step(params, num_steps)
+        return _associative_curve(params, num_steps)[-1]
+    raise ValueError(f"`method` must be 'recursive', 'associative' or 'dense', got {method!r}.")
 
 
 @jax.jit
