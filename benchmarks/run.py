@@ -181,7 +181,7 @@ def render_summary(rows: Sequence[dict], *, command: str, load_start: str, load_
         f"- machine: CPU {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores",
         f"- versions: {versions()}; epjax source {git_revision()}",
         f"- load average (1, 5, 15 min): at the start {load_start}; at the end {load_end}",
-        f"- measured matmul peak (benchmarks/peak.py, the faster of `jnp.dot` and numpy in its fastest round): "
+        f"- measured matmul peak (benchmarks/peak.py: the highest rate of `jnp.dot` and numpy in a fastest round): "
         f"{peak_text}",
         f"- scripts: {'; '.join(runs)}",
         f"- targets: {met} met, {missed} missed, {len(judged) - met - missed} rows without one. A peer row's target "
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS),
                         help=f"markdown file for the summary and the sections (default {RESULTS}); '-' prints only")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per script (default: none)")
+    parser.add_argument("--rows-json", default=None, metavar="PATH",
+                        help="also keep every summary row of this run in PATH (to re-render the table)")
     parser.add_argument("--pass", dest="passed", action="append", default=[], metavar="NAME:ARGS",
                         help="more arguments for one script, e.g. --pass 'neural:--repeats 1' (repeatable)")
     args = parser.parse_args(argv[1:])
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(status)
             if section:
                 sections.append(section)
+    if args.rows_json:
+        Path(args.rows_json).write_text(json.dumps(rows, indent=1) + "\n")
     runs += [f"{s} (not present)" for s in missing]
     runs.append(f"total {math.ceil(time.perf_counter() - start)} s")
     block = render_summary(rows, command=shlex.join(["python", *argv]), load_start=load_start,
