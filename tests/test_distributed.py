@@ -30,7 +30,9 @@ from helpers import PAPER_2D
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TIMEOUT = 120  # seconds per subprocess (an import of JAX and a few small compilations take a few seconds)
+# A guard against a hung process, not a timing: each run needs about 10 CPU seconds (imports and small
+# compilations), but six run at once here, beside the rest of the suite on a small machine.
+TIMEOUT = 300
 TEXTS = ["The cat sat. The dog ran to the cat!", "It rained. Then it stopped. The sun came out."]
 
 
