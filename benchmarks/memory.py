@@ -140,18 +140,21 @@ def main(argv: list[str] | None = None) -> None:
         ))
     full = [r for r in results if r["keep"]]
     per_sample = ""
-    if len(full) >= 2:
+    if len(full) >= 2 and full[-1]["N"] < max(sizes):
         a, b = full[-2], full[-1]
         slope = (b["peak_mb"] - a["peak_mb"]) * 2**20 / (b["N"] - a["N"])
         per_sample = (f" The full run's peak grows by about {slope:.0f} bytes per trajectory (from its two largest "
-                      f"N), so N = 10^8 would need about {slope * 1e8 / 2**30:.1f} GB more than its baseline.")
+                      f"N), so N = {_power(max(sizes))} would need about {slope * max(sizes) / 2**30:.1f} GB "
+                      "more than its baseline.")
     text = prose(f"""Peak resident memory and time of one Monte Carlo EP call. "peak": the process's maximum RSS;
         "after warm-up": its RSS after the compiling call with N = batch_size (the JAX runtime and the compiled
         batch); "growth" = peak - after warm-up, what the call with N added. keep_samples=False holds running
         float64 sums, a ~1000-point running mean and one batch's outputs, whatever N is; the full run keeps the
         N values of sigma, the per-batch outputs and their concatenation, the running mean and e^-sigma.
-        The full run stops at N = {_power(int(args.max_full))} (--max-full): the machine is shared with other
-        jobs.{per_sample}""")
+        The full run goes up to N = {_power(int(min(args.max_full, max(sizes))))} (--max-full, default
+        {_power(MAX_FULL)}: at 10^8 it needs several GB, on a machine shared with other jobs). Times on a loaded
+        machine (see the load average) are rough; N smaller than one batch still computes the whole
+        batch.{per_sample}""")
     head_row = ["N", "keep_samples", "peak RSS", "after warm-up", "growth", "time", "trajectories/s",
                 "warm-up (compile)", "estimate ± stderr", "exact S", "z"]
     section = "\n\n".join([head, text, table(head_row, rows), footer(start)])
