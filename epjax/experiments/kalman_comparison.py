@@ -543,6 +543,7 @@ def compare_kalman(
                         params,
                         num_steps=T,
                         num_samples=num_samples,
+                        keep_samples=False,  # only summaries are reported: memory independent of num_samples
                         **options,
                     )
                     result.rows.append(
