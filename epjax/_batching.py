@@ -170,8 +170,8 @@ def run_trajectories(
         batch_size: trajectories per compiled call.
         progress: show a progress bar over batches.
         desc: the bar's label.
-        check: called as ``check(start, batch)`` on each batch's NumPy outputs (before cutting), to refuse
-            bad values early with the trajectories' indices.
+        check: called as ``check(start, batch)`` on each batch's NumPy outputs (cut to the draw's trajectories),
+            to refuse bad values early with the trajectories' indices.
 
     Returns:
         The pytree of ``fn``'s outputs, each stacked to ``[num, ...]``.
@@ -179,13 +179,16 @@ def run_trajectories(
     out = []
 
     def keep(start: int, stop: int, batch: PyTree) -> None:
+        # Only trajectories start .. stop - 1 belong to the draw: the rest of a last batch is never checked (a bad
+        # value there must not refuse a sample that does not hold it) nor kept.
+        batch = jax.tree_util.tree_map(lambda a: a[: stop - start], batch)
         if check is not None:
             check(start, batch)
         out.append(batch)
 
     for_each_batch(fn, model, params, key, num, keep, static=static, batch_size=batch_size, progress=progress,
                    desc=desc)
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num], *out)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *out)
 
 
 def _padded(start: int, size: int, a: np.ndarray) -> np.ndarray:

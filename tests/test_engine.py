@@ -383,3 +383,28 @@ def test_estimate_from_engine_is_consistent():
     assert est.ci_low < est.mean < est.ci_high
     again = epjax.estimate_from_samples(est.sigmas)
     assert again.mean == est.mean and again.stderr == est.stderr
+
+
+class NaNOnAllOnes(MarkovChain):
+    """The chain, with ``log_probs`` NaN on the one path ``1, 1, ..., 1`` (a model bug that only some draws meet)."""
+
+    def log_probs(self, params, x):
+        lp = super().log_probs(params, x)
+        return jnp.where(jnp.all(x == 1), jnp.nan, lp)
+
+
+def test_a_bad_trajectory_past_the_draw_in_the_last_batch_is_neither_checked_nor_kept():
+    model = NaNOnAllOnes()
+    params = ChainParams(jnp.full(V, 1 / V), jnp.full((V, V), 1 / V))
+    T, batch = 2, 64
+    for seed in range(100):  # a key whose first bad path (probability 1/9 each) is not among the first two
+        key = jax.random.key(seed)
+        draws = jax.vmap(lambda i, k=key: model.sample(jax.random.fold_in(k, i), params, T))(jnp.arange(batch))
+        bad = np.flatnonzero(np.all(np.asarray(draws) == 1, axis=1))
+        if bad.size and 2 <= bad[0] < batch - 1:
+            break
+    n = int(bad[0])  # trajectories 0 .. n - 1 are clean; n .. batch - 1 are computed (padding) but not drawn
+    est = epjax.entropy_production(key, model, params, num_steps=T, num_samples=n, batch_size=batch)
+    assert est.sigmas.shape == (n,) and np.all(np.isfinite(est.sigmas))
+    with pytest.raises(ValueError, match=rf"returned NaN for 1 of this batch's {n + 1} \(first: trajectory {n}\)"):
+        epjax.entropy_production(key, model, params, num_steps=T, num_samples=n + 1, batch_size=batch)
