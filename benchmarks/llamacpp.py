@@ -69,15 +69,17 @@ import numpy as np  # noqa: E402
 from harness import (  # noqa: E402
     Timing,
     add_out_option,
+    add_summary_option,
     fmt_time,
     fmt_timing,
     footer,
     header,
     log,
     measure,
-    measure_rounds,
     publish,
+    summary_row,
     table,
+    write_summary,
 )
 
 import epjax  # noqa: E402
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 texts, 2 sequences of 16 tokens")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="cores for both (the process is pinned to that many; llama.cpp's n_threads)")
-    parser.add_argument("--summary-json", default=None, help="write the summary rows (JSON list) to this file")
+    add_summary_option(parser)
     add_out_option(parser)
     args = parser.parse_args(argv[1:])
     if args.threads < 1:
@@ -518,8 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         peer.prompt_processing(row_batches, bos)
 
     peer.perf_reset()
-    firsts, score_s = measure_rounds([run_epjax, run_peer], **ROUNDS)
-    t_ep, t_ll = (Timing.of(ts, first) for ts, first in zip(score_s, firsts, strict=True))
+    t_ep, t_ll = measure([run_epjax, run_peer], **ROUNDS)
     perf = peer.perf()
     padded = sum(BATCH * n for n in lengths)
     rows_2 = []
@@ -546,10 +547,9 @@ def main(argv: list[str] | None = None) -> None:
 
     sample_jit = jax.jit(sample_batch_fn, compiler_options=epjax.compiler_options(model) or None)
     indices = jnp.arange(num_samples, dtype=jnp.uint32)
-    firsts, sample_s = measure_rounds([lambda: sample_jit(params, jax.random.key(0), indices),
-                                       lambda: peer.sample(num_samples, sample_steps, bos, seed=0)],
-                                      **{**ROUNDS, "budget_s": 10.0, "min_repeats": 2})
-    t_sep, t_sll = (Timing.of(ts, first) for ts, first in zip(sample_s, firsts, strict=True))
+    t_sep, t_sll = measure([lambda: sample_jit(params, jax.random.key(0), indices),
+                            lambda: peer.sample(num_samples, sample_steps, bos, seed=0)],
+                           **{**ROUNDS, "budget_s": 10.0, "min_repeats": 2})
     new_tokens = num_samples * sample_steps
     rows_3 = []
     for name, t in (("epjax `sample_with_log_probs` (vmap, jit, static KV cache)", t_sep),
@@ -578,26 +578,20 @@ def main(argv: list[str] | None = None) -> None:
     peer.close()
     publish("\n\n".join(blocks), out=args.out, quick=args.quick)
 
-    if args.summary_json:
-        family, size = "SmolLM2-135M (GGUF)", f"{len(rows)} rows, batches of {BATCH}"
-        flops_score = sum(forward_flops(model.config, BATCH, n) for n in lengths)
-        cfg = model.config
-        per_step = 2 * matrix_params(cfg) + 4 * cfg.num_layers * context * cfg.num_heads * cfg.head_size
-        rows_json = [
-            dict(script="llamacpp.py", family=family, task="scoring", size=size,
-                 epjax_s=score_s[0], peer=peer_name, peer_s=score_s[1], compile_s=t_ep.compile,
-                 flops=flops_score, units=float(num_tokens), unit="tokens",
-                 note="flops: B L (2 P + 4 n L D_attn) over the padded batches; peer: prompt processing, all "
-                      f"logits; agreement max |Δ| per token {agree['token_max']:.3f} nats, per row "
-                      f"{agree['relative_max']:.2%}"),
-            dict(script="llamacpp.py", family=family, task="sampling", size=f"{num_samples} × {sample_steps} tokens",
-                 epjax_s=sample_s[0], peer=peer_name, peer_s=sample_s[1], compile_s=t_sep.compile,
-                 flops=float(num_samples * sample_steps * per_step), units=float(new_tokens), unit="tokens",
-                 note="flops: per token 2 P + 4 n C D_attn (C = static cache length); peer: batched llama_decode"),
-        ]
-        Path(args.summary_json).write_text(json.dumps(rows_json, indent=1) + "\n")
-        log(f"summary rows written to {args.summary_json}")
-
+    family, cfg = "SmolLM2-135M (GGUF)", model.config
+    per_token = 2 * matrix_params(cfg) + 4 * cfg.num_layers * context * cfg.num_heads * cfg.head_size
+    write_summary(args.summary_json, [
+        summary_row("llamacpp", family, "scoring", f"{len(rows)} rows, batches of {BATCH}", t_ep, peer_name, t_ll,
+                    compile_s=t_ep.compile, flops=sum(forward_flops(cfg, BATCH, n) for n in lengths),
+                    units=num_tokens, unit="tokens",
+                    note="FLOPs B L (2 P + 4 n L H K) over the padded batches; peer: prompt processing with every "
+                         f"token's logits, real tokens only; agreement: largest abs(Δ) {agree['token_max']:.3f} "
+                         f"nats per token, {agree['relative_max']:.2%} of a row's ln P"),
+        summary_row("llamacpp", family, "sampling", f"{num_samples} × {sample_steps} tokens", t_sep, peer_name, t_sll,
+                    compile_s=t_sep.compile, flops=num_samples * sample_steps * per_token,
+                    units=num_samples * sample_steps, unit="tokens",
+                    note="FLOPs per token 2 P + 4 n C H K (C: the static cache); peer: batched llama_decode"),
+    ])
 
 if __name__ == "__main__":
     main()
