@@ -122,6 +122,10 @@ def test_render_summary_has_machine_versions_load_and_peaks():
     assert "at the start 1.00, 2.00, 3.00; at the end 4.00, 5.00, 6.00" in text
     assert "float32 4.0 GFLOP/s, float64 2.0 GFLOP/s" in text
     assert "1 met, 0 missed, 0 rows without one" in text
+    assert "caution" not in text
+    fast = harness.summary_row("s", "f", "t", "n", [1.0], flops=5e9)  # 5 GFLOP/s against a 4 GFLOP/s peak
+    text = run.render_summary(rows + [fast], command="c", load_start="1", load_end="2", runs=[])
+    assert "**caution**: 1 row(s) exceed 100 % of the measured peak" in text
 
 
 # ---------------------------------------------------------------------------------------------------- RESULTS.md
