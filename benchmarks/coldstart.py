@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             script="coldstart.py", family="command line", task=f"epjax {name}, second run (cache warm)",
             size=" ".join(cmd), epjax_s=t["second"], peer="same command, --no-compile-cache", peer_s=t["none"],
             compile_s=None, flops=None, units=None, unit=None,
-            note=f"first run (empty cache) median {first.median:.1f} s",
+            note=f"first run (empty cache) median {first.median:.1f} s", target_ratio=None,
         ))
     table = harness.table(["command", "first run (empty cache)", "second run (warm cache)", "no cache",
                            "no cache ÷ second run"], rows)
