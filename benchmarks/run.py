@@ -57,6 +57,7 @@ VERSIONS = ("jax", "jaxlib", "numpy", "flax", "optax", "torch", "transformers", 
 # (script, family) -> the heading of the profile in RESULTS.md that shows why a target is missed
 PROFILES = {
     ("neural", "lstm"): "Profile: LSTM scoring against PyTorch",
+    ("llamacpp", "SmolLM2-135M (GGUF)"): "(5) Profile: why epjax's sampling is slower than llama.cpp's",
 }
 
 
