@@ -261,7 +261,7 @@ def test_cli_dense_refuses_at_once():
 
 
 def test_kalman_method(params):
-    with pytest.raises(ValueError, match=r"`method` must be 'dense' or 'recursive', got 'foo'"):
+    with pytest.raises(ValueError, match=r"`method` must be 'recursive', 'associative' or 'dense', got 'foo'"):
         kalman.entropy_production(params, 5, method="foo")
 
 
