@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([f"`epjax {' '.join(cmd)}`", harness.fmt_timing(first), harness.fmt_timing(second),
                      harness.fmt_timing(none), f"{none.median / second.median:.2f}×"])
         summary.append(dict(
-            script="coldstart.py", family="command line", task=f"epjax {name}, second run (cache warm)",
+            script="coldstart", family="command line", task=f"epjax {name}, second run (cache warm)",
             size=" ".join(cmd), epjax_s=t["second"], peer="same command, --no-compile-cache", peer_s=t["none"],
             compile_s=None, flops=None, units=None, unit=None,
             note=f"first run (empty cache) median {first.median:.1f} s", target_ratio=None,
