@@ -3,6 +3,8 @@
 import contextlib
 import io
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from epjax import cli, kalman
@@ -58,3 +60,20 @@ def train_bpe(
     )
     tok.train_from_iterator(list(corpus) * repeat, trainer)
     return tok
+
+
+class OneWay:
+    """Token 1 can follow token 0 but never the reverse: reversed trajectories can be impossible (sigma = +inf).
+
+    From 0: 0 or 1 with probability 1/2 each; from 1: always 1. Samples are 0...0 1...1. No parameters.
+    """
+
+    vocab_size = 2
+
+    def log_probs(self, params, x):
+        rest = jnp.where(x[:-1] == 0, jnp.log(0.5), jnp.where(x[1:] == 1, 0.0, -jnp.inf))
+        return jnp.concatenate([jnp.log(0.5)[None], rest])
+
+    def sample(self, key, params, num_steps):
+        flips = jax.random.bernoulli(key, 0.5, (num_steps,))
+        return (jnp.cumsum(flips) > 0).astype(jnp.int32)  # 0...0 1...1

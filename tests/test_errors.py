@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import PAPER_2D, PAPER_SCALAR
+from helpers import PAPER_2D, PAPER_SCALAR, OneWay
 
 import epjax
 from epjax import kalman, markov
@@ -493,16 +493,6 @@ def test_exact_refuses_unnormalised_model():
 
 def test_monte_carlo_infinite_entropy_production():
     # Token 1 can follow token 0 but never the reverse: reversed trajectories can be impossible.
-    class OneWay(Coin):
-        def log_probs(self, params, x):
-            # From 0: 0 or 1 with probability 1/2 each; from 1: always 1.
-            rest = jnp.where(x[:-1] == 0, jnp.log(0.5), jnp.where(x[1:] == 1, 0.0, -jnp.inf))
-            return jnp.concatenate([jnp.log(0.5)[None], rest])
-
-        def sample(self, key, params, num_steps):
-            flips = jax.random.bernoulli(key, 0.5, (num_steps,))
-            return (jnp.cumsum(flips) > 0).astype(jnp.int32)  # 0...0 1...1
-
     est = epjax.entropy_production(jax.random.key(0), OneWay(), None, num_steps=4, num_samples=64)
     assert est.mean == np.inf and est.stderr == 0.0  # the exact EP is infinite too
     assert float(epjax.exact_entropy_production(OneWay(), None, num_steps=4)) == np.inf

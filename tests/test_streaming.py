@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import OneWay
 
 import epjax
 from epjax._estimators import RUNNING_MEAN_POINTS, _running_mean_counts, _StreamingSummary
@@ -159,20 +160,6 @@ def test_infinite_sigma_merges_like_the_full_run():
 
 # ---------------------------------------------------------------------------------------------------------
 # Through the driver with models defined here
-
-
-class OneWay:
-    """Token 1 can follow token 0 but never the reverse: reversed trajectories can be impossible (sigma = +inf)."""
-
-    vocab_size = 2
-
-    def log_probs(self, params, x):
-        rest = jnp.where(x[:-1] == 0, jnp.log(0.5), jnp.where(x[1:] == 1, 0.0, -jnp.inf))
-        return jnp.concatenate([jnp.log(0.5)[None], rest])
-
-    def sample(self, key, params, num_steps):
-        flips = jax.random.bernoulli(key, 0.5, (num_steps,))
-        return (jnp.cumsum(flips) > 0).astype(jnp.int32)  # 0...0 1...1
 
 
 class Planted:
